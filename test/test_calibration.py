@@ -1,0 +1,65 @@
+"""Calibration files: parsing, every bad input, and scaling with a resize."""
+import pytest
+
+from multicam_ros.calibration import load_calibration, uncalibrated
+
+GOOD = """image_width: 640
+image_height: 480
+camera_name: front
+camera_matrix: {rows: 3, cols: 3, data: [500.0, 0, 320.0, 0, 510.0, 240.0, 0, 0, 1]}
+distortion_model: plumb_bob
+distortion_coefficients: {rows: 1, cols: 5, data: [0.1, -0.2, 0.001, 0.002, 0.0]}
+rectification_matrix: {rows: 3, cols: 3, data: [1, 0, 0, 0, 1, 0, 0, 0, 1]}
+projection_matrix: {rows: 3, cols: 4, data: [500.0, 0, 320.0, 0, 0, 510.0, 240.0, 0, 0, 0, 1, 0]}
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / 'calib.yaml'
+    path.write_text(text)
+    return path
+
+
+def test_reads_camera_calibration_format(tmp_path):
+    path = write(tmp_path, GOOD)
+    for url in (str(path), f'file://{path}'):
+        calib = load_calibration(url)
+        assert (calib.width, calib.height, calib.camera_name) == (640, 480, 'front')
+        assert calib.k[0] == 500.0 and calib.k[4] == 510.0 and calib.calibrated
+        assert calib.d == [0.1, -0.2, 0.001, 0.002, 0.0]
+        assert len(calib.p) == 12 and calib.p[2] == 320.0
+
+
+def test_scaling_follows_resize(tmp_path):
+    half = load_calibration(str(write(tmp_path, GOOD))).scaled_to(320, 240)
+    assert (half.width, half.height) == (320, 240)
+    assert half.k == [250.0, 0, 160.0, 0, 255.0, 120.0, 0, 0, 1]
+    assert half.p[:4] == [250.0, 0, 160.0, 0] and half.p[4:8] == [0, 255.0, 120.0, 0]
+    assert half.d == [0.1, -0.2, 0.001, 0.002, 0.0]
+
+
+def test_uncalibrated_has_size_and_zero_intrinsics():
+    calib = uncalibrated(1280, 720).scaled_to(640, 360)
+    assert (calib.width, calib.height) == (640, 360)
+    assert not calib.calibrated and calib.k == [0.0] * 9
+
+
+@pytest.mark.parametrize('text,expected', [
+    ('[1, 2]', 'mapping'),
+    (': : :', 'not valid YAML'),
+    (GOOD.replace('image_width: 640\n', ''), "lacks the key 'image_width'"),
+    (GOOD.replace('image_width: 640', 'image_width: -5'), 'must be > 0'),
+    (GOOD.replace('rows: 3, cols: 4', 'rows: 3, cols: 3'), "'projection_matrix' must have"),
+    (GOOD.replace('plumb_bob', 'fisheye9'), "distortion_model 'fisheye9' is not one of"),
+])
+def test_bad_files_name_the_parameter(tmp_path, text, expected):
+    with pytest.raises(ValueError, match='camera_info_url') as info:
+        load_calibration(str(write(tmp_path, text)))
+    assert expected in str(info.value)
+
+
+def test_missing_file_and_bad_scheme(tmp_path):
+    with pytest.raises(ValueError, match='camera_info_url: cannot read'):
+        load_calibration(str(tmp_path / 'absent.yaml'))
+    with pytest.raises(ValueError, match="unsupported scheme 'package://'"):
+        load_calibration('package://cam/calib.yaml')
