@@ -1,19 +1,254 @@
-"""camera_node: one RTSP camera in, the newest frame out (minimal until its issue lands)."""
+"""camera_node: one camera in, the newest frame out as sensor_msgs/Image.
+
+A thin ROS layer over the ROS-free core: `CaptureWorker` (capture.py) keeps the newest decoded
+frame; a publishing thread here takes it, caps the rate, resizes and converts it, and publishes
+`image_raw` and `camera_info` with the capture stamp. While the camera is away it publishes a
+NO SIGNAL picture once per second. `/diagnostics` carries state, rates, drops and latency.
+"""
+import os
 import sys
+import threading
+import time
+from importlib import resources
+from typing import Optional
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
 
-from multicam_ros.node_main import run_node
+from multicam_ros.calibration import Calibration, load_calibration, uncalibrated
+from multicam_ros.capture import CaptureOptions, CaptureState, CaptureWorker, Frame
+from multicam_ros.frames import make_no_signal_frame, output_size, prepare_frame
+from multicam_ros.node_main import declare_params, on_param_change, run_node
+from multicam_ros.params import CAMERA_PARAMS
+from multicam_ros.ros_convert import camera_info_from_calibration, image_from_array, \
+    stamp_from_ns
+from multicam_ros.sources import validate_source
+from multicam_ros.stats import LatencyWindow, RateLimiter, RateMeter
+
+FASTDDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
+NO_SIGNAL_PERIOD_S = 1.0
+FALLBACK_SIZE = (640, 480)  # NO SIGNAL size before any frame, when nothing else says a size
+
+_LEVELS = {
+    CaptureState.STREAMING: DiagnosticStatus.OK,
+    CaptureState.CONNECTING: DiagnosticStatus.WARN,
+    CaptureState.ENDED: DiagnosticStatus.WARN,
+    CaptureState.RECONNECTING: DiagnosticStatus.ERROR,
+    CaptureState.STOPPED: DiagnosticStatus.ERROR,
+}
+
+
+def image_qos(reliability: str) -> QoSProfile:
+    """Keep-latest: only the newest frame matters, so depth 1 and no history for late joiners."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      durability=DurabilityPolicy.VOLATILE,
+                      reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                                   else ReliabilityPolicy.BEST_EFFORT))
+
+
+def default_frame_id(namespace: str) -> str:
+    """`/cam0` -> `cam0_optical_frame`; no namespace -> `camera_optical_frame`."""
+    name = namespace.strip('/').replace('/', '_')
+    return f'{name or "camera"}_optical_frame'
 
 
 class CameraNode(Node):
-    def __init__(self) -> None:
-        super().__init__('camera_node')
-        self.declare_parameter('url', '')
-        self.get_logger().info('camera_node started')
+    """Publishes one camera's newest frames; see the module docstring."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__('camera_node', **node_kwargs)
+        self._stopping = threading.Event()
+        self._worker: Optional[CaptureWorker] = None  # destroy_node may run before it exists
+        p = declare_params(self, CAMERA_PARAMS)
+        if p['reconnect_delay_min_s'] > p['reconnect_delay_max_s']:
+            raise ValueError(
+                f"parameter reconnect_delay_min_s ({p['reconnect_delay_min_s']:g}) must not "
+                f"exceed reconnect_delay_max_s ({p['reconnect_delay_max_s']:g})")
+        self._source = validate_source(p['url'], p['password_env'])
+        self._calibration: Optional[Calibration] = (
+            load_calibration(p['camera_info_url']) if p['camera_info_url'] else None)
+        self._p = p
+        self._frame_id = p['frame_id'] or default_frame_id(self.get_namespace())
+        self._size = (p['width'], p['height'])
+        self._no_signal_enabled = p['no_signal_image']
+        self._limiter = RateLimiter(p['fps'])
+
+        qos = image_qos(p['reliability'])
+        self._image_pub = self.create_publisher(Image, 'image_raw', qos)
+        self._info_pub = self.create_publisher(CameraInfo, 'camera_info', qos)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+        self._publish_rate = RateMeter()
+        self._latency = LatencyWindow()
+        self._rate_skipped = 0
+        self._no_signal_published = 0
+        self._last_stamp_ns = 0
+        self._last_out_size: Optional[tuple] = None
+        self._info_cache: Optional[tuple] = None  # (size, Calibration) for the last size
+        on_param_change(self, CAMERA_PARAMS, {
+            'fps': lambda fps: setattr(self, '_limiter', RateLimiter(fps)),
+            'no_signal_image': lambda on: setattr(self, '_no_signal_enabled', on)})
+        self.context.on_shutdown(self._stopping.set)  # SIGINT/SIGTERM: stop publishing at once
+
+        self._worker = CaptureWorker(
+            self._source, clock=lambda: self.get_clock().now().nanoseconds,
+            options=CaptureOptions(
+                rtsp_transport=p['rtsp_transport'], open_timeout_s=p['open_timeout_s'],
+                read_timeout_s=p['read_timeout_s'],
+                reconnect_delay_min_s=p['reconnect_delay_min_s'],
+                reconnect_delay_max_s=p['reconnect_delay_max_s'], loop=p['loop']),
+            on_state_change=self._on_state_change, name=self.get_fully_qualified_name())
+        self._publish_thread = threading.Thread(target=self._publish_loop, daemon=True,
+                                                name='camera_publish')
+        self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
+        self.get_logger().info(
+            f'camera {self._source.safe_url} -> {self.resolve_topic_name("image_raw")} '
+            f'({p["encoding"]}, {p["reliability"]}, frame_id {self._frame_id})')
+        self._worker.start()
+        self._publish_thread.start()
+
+    # -- capture thread callbacks ----------------------------------------------------------
+
+    def _on_state_change(self, old: CaptureState, new: CaptureState, detail: str) -> None:
+        if new is CaptureState.STOPPED:
+            return  # only at shutdown, when the log may already be gone
+        text = f'{old.value} -> {new.value}' + (f': {detail}' if detail else '')
+        if _LEVELS[new] == DiagnosticStatus.ERROR:
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        last_publish_s = time.monotonic()
+        while not self._stopping.is_set():
+            frame = self._worker.slot.take(timeout_s=0.1)
+            now_s = time.monotonic()
+            try:
+                if frame is not None:
+                    if self._limiter.allow(frame.monotonic_s):
+                        self._publish_frame(frame)
+                        last_publish_s = now_s
+                    else:
+                        self._rate_skipped += 1
+                elif (self._no_signal_enabled and self._camera_down()
+                      and now_s - last_publish_s >= NO_SIGNAL_PERIOD_S):
+                    self._publish_no_signal()
+                    last_publish_s = now_s
+            except Exception as exc:  # noqa: BLE001 - the context may be going away
+                if self._stopping.is_set() or not self.context.ok():
+                    return
+                self.get_logger().error(self._source.redact(f'publishing failed: {exc}'))
+
+    def _camera_down(self) -> bool:
+        return self._worker.state in (CaptureState.CONNECTING, CaptureState.RECONNECTING)
+
+    def _next_stamp_ns(self, stamp_ns: int) -> int:
+        """Stamps strictly increase even if the clock steps back."""
+        stamp_ns = max(stamp_ns, self._last_stamp_ns + 1)
+        self._last_stamp_ns = stamp_ns
+        return stamp_ns
+
+    def _publish_frame(self, frame: Frame) -> None:
+        pixels = prepare_frame(frame.image, *self._size, encoding=self._p['encoding'])
+        header = Header(stamp=stamp_from_ns(self._next_stamp_ns(frame.stamp_ns)),
+                        frame_id=self._frame_id)
+        height, width = pixels.shape[:2]
+        self._last_out_size = (width, height)
+        self._image_pub.publish(image_from_array(pixels, self._p['encoding'], header))
+        self._info_pub.publish(camera_info_from_calibration(self._info_for(width, height),
+                                                            header))
+        self._latency.add(time.monotonic() - frame.monotonic_s)
+        self._publish_rate.tick()
+
+    def _info_for(self, width: int, height: int) -> Calibration:
+        if self._info_cache is None or self._info_cache[0] != (width, height):
+            base = self._calibration or uncalibrated(width, height)
+            self._info_cache = ((width, height), base.scaled_to(width, height))
+        return self._info_cache[1]
+
+    def _no_signal_size(self) -> tuple:
+        if self._last_out_size is not None:
+            return self._last_out_size
+        if self._calibration is not None:
+            return output_size(self._calibration.width, self._calibration.height, *self._size)
+        return output_size(*FALLBACK_SIZE, *self._size)
+
+    def _publish_no_signal(self) -> None:
+        """A clearly marked picture, without camera_info: it is not an image of the scene."""
+        width, height = self._no_signal_size()
+        stats = self._worker.snapshot()
+        detail = f'{self.get_namespace().strip("/") or "camera"}: {stats.state.value}'
+        pixels = prepare_frame(make_no_signal_frame(width, height, detail=detail),
+                               encoding=self._p['encoding'])
+        stamp_ns = self._next_stamp_ns(self.get_clock().now().nanoseconds)
+        header = Header(stamp=stamp_from_ns(stamp_ns), frame_id=self._frame_id)
+        self._image_pub.publish(image_from_array(pixels, self._p['encoding'], header))
+        self._no_signal_published += 1
+
+    # -- diagnostics -----------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        stats = self._worker.snapshot()
+        latency = self._latency.percentiles_ms(50, 99)
+        age = stats.last_frame_age_s
+        if stats.state is CaptureState.STREAMING:
+            message = f'streaming {stats.frame_width}x{stats.frame_height}'
+        else:
+            message = stats.state.value + (f': {stats.last_error}' if stats.last_error else '')
+        values = {
+            'state': stats.state.value,
+            'url': self._source.safe_url,
+            'capture_fps': f'{stats.capture_fps:.1f}',
+            'publish_fps': f'{self._publish_rate.rate_hz():.1f}',
+            'frames_captured': stats.frames_captured,
+            'frames_published': self._publish_rate.count,
+            'stale_frames_dropped': stats.frames_dropped,
+            'rate_capped_frames': self._rate_skipped,
+            'corrupt_frames_skipped': stats.frames_corrupt,
+            'reconnects': stats.reconnect_attempts,
+            'reconnects_succeeded': stats.reconnects_succeeded,
+            'last_frame_age_s': 'never' if age is None else f'{age:.2f}',
+            'source_size': f'{stats.frame_width}x{stats.frame_height}',
+            'capture_to_publish_p50_ms': f'{latency[50]:.1f}',
+            'capture_to_publish_p99_ms': f'{latency[99]:.1f}',
+            'no_signal_frames': self._no_signal_published,
+            'reliability': self._p['reliability'],
+        }
+        status = DiagnosticStatus(
+            level=_LEVELS[stats.state], name=f'{self.get_fully_qualified_name()}: camera',
+            message=self._source.redact(message), hardware_id=self._source.safe_url,
+            values=[KeyValue(key=k, value=self._source.redact(str(v)))
+                    for k, v in values.items()])
+        self._diag_pub.publish(DiagnosticArray(
+            header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+    def destroy_node(self) -> None:
+        """Stop capture and publishing first, so nothing publishes on a destroyed node."""
+        self._stopping.set()
+        if self._worker is not None:
+            self._worker.stop(timeout_s=1.0)
+            self._publish_thread.join(timeout=1.0)
+        super().destroy_node()
+
+
+def use_large_frame_transport() -> None:
+    """Load the package's Fast DDS profile (large shared-memory segments) unless the user chose
+    a profile. Must run before rclpy.init: Fast DDS reads it when the participant is made."""
+    if os.environ.get(FASTDDS_PROFILE_ENV):
+        return
+    if not os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp').startswith('rmw_fastrtps'):
+        return
+    profile = resources.files('multicam_ros') / 'resources' / 'fastdds_large_frames.xml'
+    os.environ[FASTDDS_PROFILE_ENV] = str(profile)
 
 
 def main(args=None) -> int:
+    use_large_frame_transport()
     return run_node(CameraNode, 'camera_node', args)
 
 

@@ -1,15 +1,69 @@
 """Process entry for the nodes: init, spin, clean exit on SIGINT/SIGTERM, non-zero exit when a
 node cannot do its job at all (bad parameters)."""
 import sys
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, \
+    SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from multicam_ros.params import ParamSpec
 
 
-class ConfigError(ValueError):
-    """A parameter value the node cannot work with; the message names the parameter."""
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if isinstance(spec.default, float) and spec.min_value is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
+    elif (isinstance(spec.default, int) and not isinstance(spec.default, bool)
+          and spec.min_value is not None):
+        descriptor.integer_range = [IntegerRange(
+            from_value=int(spec.min_value), to_value=int(spec.max_value), step=0)]
+    return descriptor
+
+
+def declare_params(node: Node, specs: Sequence[ParamSpec]) -> Dict[str, Any]:
+    """Declare every parameter of `specs` on `node` with its descriptor, and return the checked
+    values. Any bad override raises ValueError naming the parameter and the accepted values."""
+    values = {}
+    for spec in specs:
+        # An empty list does not tell rclpy its element type: declare the type instead.
+        empty_list = isinstance(spec.default, list) and not spec.default
+        default = Parameter.Type.STRING_ARRAY if empty_list else spec.default
+        try:
+            declared = node.declare_parameter(spec.name, default, _descriptor(spec))
+        except (ParameterException, TypeError) as exc:  # a bad override, in rclpy's words
+            hint = ' (write numbers with a decimal point, e.g. 10.0)' \
+                if isinstance(spec.default, float) and 'INTEGER' in str(exc) else ''
+            raise ValueError(f'parameter {spec.name}: {exc}; accepted: {spec.accepted}{hint}') \
+                from None
+        value = declared.value
+        values[spec.name] = spec.check([] if empty_list and value is None else value)
+    return values
+
+
+def on_param_change(node: Node, specs: Sequence[ParamSpec],
+                    apply: Dict[str, Callable[[Any], None]]) -> None:
+    """Accept run-time changes of the parameters in `apply` (checked against their specs) and
+    hand each new value to its function; rclpy itself refuses changes to read-only ones."""
+    known = {spec.name: spec for spec in specs}
+
+    def callback(params: List[Parameter]) -> SetParametersResult:
+        try:
+            checked = [(p.name, known[p.name].check(p.value)) for p in params if p.name in apply]
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        for name, value in checked:
+            apply[name](value)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(callback)
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]] = None,
@@ -22,7 +76,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]]
     rclpy.init(args=args)
     try:
         node = make_node()
-    except ValueError as exc:  # ConfigError and validation errors from the ROS-free core
+    except ValueError as exc:  # bad parameters, from declare_params or the ROS-free core
         print(f'[{name}] error: {exc}', file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2

@@ -155,3 +155,40 @@ class NodeLauncher:
 
     def logs(self) -> str:
         return '\n'.join(f'--- {p.log_path.name} ---\n{p.output()}' for p in self.processes)
+
+
+class TopicRecorder:
+    """Records every message of one topic with its receive time (ns, ROS clock)."""
+
+    def __init__(self, node: Node, msg_type, topic: str, qos) -> None:
+        self._node = node
+        self._lock = threading.Lock()
+        self._items: List[tuple] = []
+        self.subscription = node.create_subscription(msg_type, topic, self._on_message, qos)
+
+    def _on_message(self, msg) -> None:
+        received_ns = self._node.get_clock().now().nanoseconds
+        with self._lock:
+            self._items.append((received_ns, msg))
+
+    @property
+    def items(self) -> List[tuple]:
+        """(received_ns, message) pairs so far."""
+        with self._lock:
+            return list(self._items)
+
+    @property
+    def messages(self) -> list:
+        return [msg for _, msg in self.items]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec

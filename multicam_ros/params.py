@@ -1,0 +1,120 @@
+"""Parameter specifications: the one place that defines each node's parameters, their defaults,
+accepted values and descriptions.
+
+ROS-free. The nodes declare their ROS parameters from these specs (node_main.declare_params), and
+the launch configuration is validated against the same specs, so they cannot disagree.
+"""
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its type is the type of `default`."""
+
+    name: str
+    default: Any
+    description: str
+    min_value: Optional[float] = None
+    max_value: Optional[float] = None
+    choices: Tuple[str, ...] = ()
+    read_only: bool = False
+
+    @property
+    def accepted(self) -> str:
+        """Human words for the accepted values, used in every error message."""
+        if self.choices:
+            return 'one of ' + ', '.join(repr(c) for c in self.choices)
+        kind = _TYPE_WORDS[type(self.default)]
+        if self.min_value is not None and self.max_value is not None:
+            return f'{kind} from {self.min_value:g} to {self.max_value:g}'
+        if self.min_value is not None:
+            return f'{kind} >= {self.min_value:g}'
+        return kind
+
+    def check(self, value: Any, where: str = '') -> Any:
+        """Return `value` coerced to this spec's type, or raise ValueError naming the parameter
+        (prefixed by `where`, e.g. a config file location) and the accepted values."""
+        label = f'{where}{self.name}'
+        kind = type(self.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is list:
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+            value = list(value) if ok else value
+        else:
+            ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if not ok:
+            raise ValueError(f'parameter {label}: {value!r} is not {self.accepted}')
+        if self.choices and value not in self.choices:
+            raise ValueError(f'parameter {label}: {value!r} is not {self.accepted}')
+        if kind in (int, float):
+            low = -math.inf if self.min_value is None else self.min_value
+            high = math.inf if self.max_value is None else self.max_value
+            if not low <= value <= high or (kind is float and math.isnan(value)):
+                raise ValueError(f'parameter {label}: {value!r} is not {self.accepted}')
+        return value
+
+
+_TYPE_WORDS = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string',
+               list: 'a list of strings'}
+
+
+def specs_by_name(specs: Iterable[ParamSpec]) -> Dict[str, ParamSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+def check_all(specs: Sequence[ParamSpec], values: Dict[str, Any], where: str = '') -> None:
+    """Reject unknown names and bad values in a mapping of overrides."""
+    known = specs_by_name(specs)
+    for name, value in values.items():
+        if name not in known:
+            raise ValueError(f'{where}{name}: unknown parameter; known: ' + ', '.join(known))
+        known[name].check(value, where)
+
+
+CAMERA_PARAMS: Tuple[ParamSpec, ...] = (
+    ParamSpec('url', '', 'Camera source: rtsp://, rtsps://, http(s):// URL, a video file path '
+              'or /dev/videoN. A password may be given in the URL or through password_env.',
+              read_only=True),
+    ParamSpec('password_env', '', 'Name of an environment variable holding the camera password; '
+              'it is put into the URL (which then names only the user), so that the password '
+              'need not sit in a config file.', read_only=True),
+    ParamSpec('frame_id', '', 'frame_id of published headers; empty: <namespace>_optical_frame '
+              '(camera_optical_frame without a namespace).', read_only=True),
+    ParamSpec('fps', 0.0, 'Publish at most this many frames per second; 0 publishes every '
+              'captured frame.', min_value=0.0, max_value=1000.0),
+    ParamSpec('width', 0, 'Resize to this width before publishing; 0 keeps the source width '
+              '(or follows height, keeping the aspect ratio).', min_value=0, max_value=16384,
+              read_only=True),
+    ParamSpec('height', 0, 'Resize to this height before publishing; 0 keeps the source height '
+              '(or follows width, keeping the aspect ratio).', min_value=0, max_value=16384,
+              read_only=True),
+    ParamSpec('encoding', 'bgr8', 'Encoding of image_raw.', choices=('bgr8', 'rgb8', 'mono8'),
+              read_only=True),
+    ParamSpec('rtsp_transport', 'tcp', 'RTSP transport: tcp (robust) or udp (lower latency on a '
+              'clean network, loses frames on a lossy one).', choices=('tcp', 'udp'),
+              read_only=True),
+    ParamSpec('open_timeout_s', 5.0, 'Give up opening the stream after this long.',
+              min_value=0.1, max_value=600.0, read_only=True),
+    ParamSpec('read_timeout_s', 3.0, 'Reconnect when no frame arrived for this long.',
+              min_value=0.1, max_value=600.0, read_only=True),
+    ParamSpec('reconnect_delay_min_s', 0.5, 'First delay before reconnecting; it doubles (with '
+              'jitter) after each failed attempt.', min_value=0.0, max_value=600.0,
+              read_only=True),
+    ParamSpec('reconnect_delay_max_s', 10.0, 'Longest delay between reconnect attempts.',
+              min_value=0.0, max_value=3600.0, read_only=True),
+    ParamSpec('loop', True, 'Video files only: start again at the end instead of stopping.',
+              read_only=True),
+    ParamSpec('camera_info_url', '', 'Calibration YAML (camera_calibration format) as a path or '
+              'file:// URL; empty publishes an uncalibrated CameraInfo of the image size.',
+              read_only=True),
+    ParamSpec('no_signal_image', True, 'While the camera is away, publish a NO SIGNAL picture '
+              'once per second at the last known size.'),
+    ParamSpec('reliability', 'reliable', 'QoS reliability of image_raw and camera_info '
+              '(KEEP_LAST depth 1, VOLATILE). reliable reaches reliable and best-effort '
+              'subscribers alike.', choices=('reliable', 'best_effort'), read_only=True),
+    ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages.', min_value=0.1,
+              max_value=60.0, read_only=True),
+)

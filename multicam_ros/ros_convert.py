@@ -1,0 +1,50 @@
+"""Conversions between the ROS-free core's types and ROS messages (this package's cv_bridge).
+
+The only module besides the nodes that imports message types.
+"""
+from typing import Optional
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from multicam_ros.calibration import Calibration
+
+CHANNELS = {'bgr8': 3, 'rgb8': 3, 'mono8': 1}
+
+
+def stamp_from_ns(stamp_ns: int) -> Time:
+    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+
+
+def ns_from_stamp(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def image_from_array(frame: np.ndarray, encoding: str, header: Header) -> Image:
+    """An Image holding `frame` (H x W x C uint8, or H x W for mono8), row-packed."""
+    height, width = frame.shape[:2]
+    msg = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                step=width * CHANNELS[encoding])
+    msg.data = np.ascontiguousarray(frame).tobytes()
+    return msg
+
+
+def array_from_image(msg: Image) -> Optional[np.ndarray]:
+    """A view of an Image's pixels as H x W x C uint8, or None when the message is unusable
+    (an encoding other than bgr8/rgb8/mono8, or data whose length is not step * height)."""
+    channels = CHANNELS.get(msg.encoding)
+    if channels is None or msg.step < msg.width * channels:
+        return None
+    if len(msg.data) != msg.step * msg.height or msg.height == 0 or msg.width == 0:
+        return None
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
+    pixels = rows[:, :msg.width * channels].reshape(msg.height, msg.width, channels)
+    return pixels
+
+
+def camera_info_from_calibration(calibration: Calibration, header: Header) -> CameraInfo:
+    return CameraInfo(header=header, width=calibration.width, height=calibration.height,
+                      distortion_model=calibration.distortion_model, d=list(calibration.d),
+                      k=list(calibration.k), r=list(calibration.r), p=list(calibration.p))

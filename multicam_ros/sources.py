@@ -1,0 +1,304 @@
+"""Camera source URLs: validation, secrets kept out of text, and OpenCV/FFmpeg open options.
+
+ROS-free. ``validate_source`` turns the ``url`` parameter into a :class:`Source` that knows how
+to open itself (``open_target`` + ``api_preference``) and how to describe itself safely
+(``safe_url``, ``redact``). Nothing here ever puts a password into a message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import os
+import re
+from typing import Mapping, MutableMapping
+from urllib.parse import quote, unquote, urlsplit
+
+import cv2
+
+NETWORK_SCHEMES = ('rtsp', 'rtsps', 'http', 'https')
+RTSP_SCHEMES = ('rtsp', 'rtsps')
+RTSP_TRANSPORTS = ('tcp', 'udp')
+CAPTURE_OPTIONS_ENV = 'OPENCV_FFMPEG_CAPTURE_OPTIONS'
+MIN_LITERAL_SECRET_LEN = 4
+
+ACCEPTED_FORMS = (
+    'rtsp://[user[:password]@]host[:port]/path, rtsps://..., http(s)://host[:port]/path, '
+    'a path to an existing video file (or file:///path), /dev/videoN, or a camera index N'
+)
+
+# scheme://user:password@ -> the password is everything up to the last '@' before a '/' or
+# whitespace, so passwords that contain a raw '@' or ':' are still covered (over-redacting a
+# little is fine, leaking is not).
+_URL_CREDENTIALS = re.compile(
+    r'(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:@/\s]*):(?P<password>[^/\s]*)@')
+# ...?password=secret&... as some HTTP cameras take it in the query string.
+_QUERY_SECRET = re.compile(
+    r'(?P<head>[?&;](?:password|passwd|pwd|pass|secret|token)=)(?P<value>[^&#\s]*)',
+    re.IGNORECASE)
+_URL_LIKE = re.compile(r'^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://')
+_DEVICE_PATH = re.compile(r'^/dev/video(?P<index>\d+)$')
+_HOST_LABEL = re.compile(r'^[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?$')
+_ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Return ``text`` with URL passwords replaced by ``***``.
+
+    ``scheme://user:password@host`` becomes ``scheme://user:***@host`` and query parameters
+    such as ``?password=...`` lose their value. Each string in ``secrets`` (for example a
+    password that came from the environment) is also replaced wherever it appears, if it has at
+    least MIN_LITERAL_SECRET_LEN characters (shorter ones would shred ordinary words).
+    """
+    text = _URL_CREDENTIALS.sub(r'\g<head>:***@', str(text))
+    text = _QUERY_SECRET.sub(r'\g<head>***', text)
+    for secret in secrets:
+        if len(secret) >= MIN_LITERAL_SECRET_LEN:
+            text = text.replace(secret, '***')
+    return text
+
+
+@dataclass(frozen=True)
+class Source:
+    """A validated camera source.
+
+    ``open_target`` (what VideoCapture opens; it may hold the password) is left out of
+    ``repr`` and ``str``; use ``safe_url`` or ``redact`` for anything a person may read.
+    """
+
+    kind: str  # 'network', 'file' or 'device'
+    scheme: str  # rtsp, rtsps, http, https, file or v4l2
+    safe_url: str
+    open_target: str | int = field(repr=False, compare=False)
+    api_preference: int = field(default=cv2.CAP_FFMPEG, repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return self.safe_url
+
+    @property
+    def is_network(self) -> bool:
+        """True for rtsp/rtsps/http/https streams."""
+        return self.kind == 'network'
+
+    @property
+    def is_rtsp(self) -> bool:
+        """True for rtsp:// and rtsps:// streams (the ones ``rtsp_transport`` applies to)."""
+        return self.scheme in RTSP_SCHEMES
+
+    @property
+    def is_file(self) -> bool:
+        """True for a local video file (finite, seekable, paced at its own fps)."""
+        return self.kind == 'file'
+
+    @property
+    def is_device(self) -> bool:
+        """True for a V4L2 device (/dev/videoN or an index)."""
+        return self.kind == 'device'
+
+    def redact(self, text: str) -> str:
+        """Redact URL credentials and this source's own secrets from ``text``."""
+        return redact(text, self.secrets)
+
+
+def _invalid(reason: str, shown: str | None = None) -> ValueError:
+    """Build the error for a bad ``url`` (``shown`` must already be safe to print)."""
+    got = f' (got {shown!r})' if shown is not None else ''
+    return ValueError(f"parameter 'url': {reason}{got}. Accepted: {ACCEPTED_FORMS}")
+
+
+def _safe_echo(url: str) -> str:
+    """A version of a rejected input that is safe to print even when it is malformed."""
+    text = redact(url)
+    if '@' in text:
+        # Malformed inputs may hide credentials the URL pattern cannot see: keep the host only.
+        text = '***@' + text.rpartition('@')[2]
+    return text
+
+
+def _validate_network(url: str, scheme: str, password_env: str,
+                      environ: Mapping[str, str]) -> Source:
+    shown = _safe_echo(url)
+    if any(ch.isspace() for ch in url):
+        raise _invalid('a URL may not contain whitespace', shown)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise _invalid('malformed URL', shown) from None
+    netloc = parts.netloc
+    userinfo, has_user, hostport = netloc.rpartition('@')
+    if not has_user:
+        userinfo = ''
+    host_text = hostport
+    port_text = ''
+    if hostport.startswith('['):
+        close = hostport.find(']')
+        if close < 0:
+            raise _invalid('unterminated IPv6 address', shown)
+        host_text, port_text = hostport[1:close], hostport[close + 1:]
+        if port_text and not port_text.startswith(':'):
+            raise _invalid('garbage after IPv6 address', shown)
+        port_text = port_text[1:]
+        host_ok = bool(host_text) and all(c in '0123456789abcdefABCDEF:.' for c in host_text)
+    else:
+        host_text, colon, port_text = hostport.partition(':')
+        if colon and not port_text:
+            raise _invalid('empty port after ":"', shown)
+        host_ok = all(_HOST_LABEL.match(label) for label in host_text.split('.'))
+    if not host_text:
+        raise _invalid(f'a {scheme}:// URL needs a host', shown)
+    if not host_ok:
+        raise _invalid(f'malformed host {host_text!r}', shown)
+    if port_text and (not port_text.isdigit() or not 1 <= int(port_text) <= 65535):
+        raise _invalid('the port must be a number from 1 to 65535', shown)
+
+    user, has_password, password = userinfo.partition(':')
+    secrets: tuple[str, ...] = ()
+    open_netloc = netloc
+    if has_password and password:
+        secrets = (password, unquote(password))
+    if password_env:
+        if not _ENV_NAME.match(password_env):
+            raise ValueError(
+                f"parameter 'password_env': {password_env!r} is not an environment variable "
+                'name (letters, digits and _, not starting with a digit)')
+        if not user:
+            raise ValueError(
+                "parameter 'password_env' needs a user name in parameter 'url' "
+                f'(like {scheme}://user@host/path); got {shown!r}')
+        if has_password:
+            raise ValueError(
+                "parameter 'url' already contains a password: remove it from the URL or leave "
+                "parameter 'password_env' empty")
+        secret = environ.get(password_env, '')
+        if not secret:
+            raise ValueError(
+                f"parameter 'password_env': environment variable {password_env} is not set or "
+                'is empty')
+        quoted = quote(secret, safe='')
+        secrets = (secret, quoted)
+        open_netloc = f'{user}:{quoted}@{hostport}'
+    open_url = parts._replace(netloc=open_netloc).geturl()
+    safe_netloc = f'{user}:***@{hostport}' if (has_password or password_env) else netloc
+    safe_url = parts._replace(netloc=safe_netloc).geturl()
+    return Source('network', scheme, safe_url, open_url, cv2.CAP_FFMPEG, secrets)
+
+
+def _validate_file(path: str, shown: str) -> Source:
+    if not os.path.isfile(path):
+        raise _invalid('no such video file', shown)
+    return Source('file', 'file', path, path, cv2.CAP_FFMPEG)
+
+
+def validate_source(url: str | int, password_env: str = '',
+                    environ: Mapping[str, str] | None = None) -> Source:
+    """Check the ``url`` parameter and return the :class:`Source` to open.
+
+    Accepted: rtsp://, rtsps://, http://, https:// with a host (and optional port 1-65535);
+    an existing video file, as a path or file:///path; /dev/videoN or an integer index N.
+
+    Password from the environment (the one mechanism): set ``password_env`` to the NAME of an
+    environment variable and give the URL a user but no password (``rtsp://admin@cam/stream``);
+    the variable's value, percent-encoded, is inserted into ``open_target`` only (FFmpeg decodes
+    it again, so any character works). ``environ`` defaults to ``os.environ``.
+
+    Raises ``ValueError`` naming the parameter and listing the accepted forms; the message never
+    contains the password.
+    """
+    environ = os.environ if environ is None else environ
+    if isinstance(url, bool) or not isinstance(url, (str, int)):
+        raise _invalid(f'expected a string, got {type(url).__name__}')
+    if isinstance(url, int):
+        url = str(url)
+    url = url.strip()
+    if not url:
+        raise _invalid('empty')
+    source = _classify(url, password_env, environ)
+    if password_env and not source.is_network:
+        raise ValueError("parameter 'password_env' applies only to rtsp/http URLs in "
+                         "parameter 'url'; leave it empty for files and devices")
+    return source
+
+
+def _classify(url: str, password_env: str, environ: Mapping[str, str]) -> Source:
+    if url.isdigit():
+        index = int(url)
+        return Source('device', 'v4l2', f'/dev/video{index}', index, cv2.CAP_V4L2)
+    device = _DEVICE_PATH.match(url)
+    if device:
+        index = int(device.group('index'))
+        return Source('device', 'v4l2', url, index, cv2.CAP_V4L2)
+    match = _URL_LIKE.match(url)
+    if match:
+        scheme = match.group('scheme').lower()
+        if scheme in NETWORK_SCHEMES:
+            return _validate_network(url, scheme, password_env, environ)
+        if scheme == 'file':
+            parts = urlsplit(url)
+            if parts.netloc not in ('', 'localhost'):
+                raise _invalid('file:// URLs must name a local path (file:///path)',
+                               _safe_echo(url))
+            return _validate_file(unquote(parts.path), _safe_echo(url))
+        raise _invalid(f'unsupported scheme {scheme!r}', _safe_echo(url))
+    if re.match(r'^[A-Za-z][A-Za-z0-9+.\-]*:/?[^/]', url) and not os.path.exists(url):
+        # 'rtsp:/host', 'rtsp:host', 'cam.local:554/x': a URL typo, not a file name.
+        raise _invalid('malformed URL (expected scheme://host...)', _safe_echo(url))
+    return _validate_file(url, _safe_echo(url))
+
+
+def capture_params(source: Source, open_timeout_s: float, read_timeout_s: float) -> list[int]:
+    """VideoCapture ``params`` (flat [key, value, ...]) with FFmpeg open and read timeouts.
+
+    OpenCV's FFmpeg backend aborts a blocking open or grab through an interrupt callback once
+    the timeout passes (its default is 30 s for both); after a read timeout the capture is
+    unusable and must be reopened. Devices get no params: backends other than FFmpeg refuse
+    an open with parameters they do not use.
+    """
+    if not source.is_network and not source.is_file:
+        return []
+    if open_timeout_s <= 0:
+        raise ValueError(f"parameter 'open_timeout_s' must be > 0, got {open_timeout_s}")
+    if read_timeout_s <= 0:
+        raise ValueError(f"parameter 'read_timeout_s' must be > 0, got {read_timeout_s}")
+    return [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, int(round(open_timeout_s * 1000))),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(round(read_timeout_s * 1000))),
+    ]
+
+
+def parse_capture_options(text: str) -> dict[str, str]:
+    """Parse ``key;value|key;value`` (the OPENCV_FFMPEG_CAPTURE_OPTIONS format)."""
+    options: dict[str, str] = {}
+    for item in text.split('|'):
+        key, _, value = item.partition(';')
+        if key.strip():
+            options[key.strip()] = value.strip()
+    return options
+
+
+def ffmpeg_capture_options(rtsp_transport: str, existing: str = '') -> str:
+    """Return ``existing`` OPENCV_FFMPEG_CAPTURE_OPTIONS with ``rtsp_transport`` set.
+
+    The RTSP transport has no VideoCapture param; it reaches FFmpeg only through this
+    process-wide environment variable, which OpenCV reads at every open. Note that setting the
+    variable at all turns off OpenCV's built-in default (``rtsp_flags;prefer_tcp``: TCP first,
+    then UDP), so ``tcp`` here means TCP only.
+    """
+    if rtsp_transport not in RTSP_TRANSPORTS:
+        raise ValueError(f"parameter 'rtsp_transport' must be one of {RTSP_TRANSPORTS}, "
+                         f'got {rtsp_transport!r}')
+    options = parse_capture_options(existing)
+    options['rtsp_transport'] = rtsp_transport
+    return '|'.join(f'{key};{value}' for key, value in options.items())
+
+
+def apply_rtsp_transport(rtsp_transport: str,
+                         environ: MutableMapping[str, str] | None = None) -> str:
+    """Set ``rtsp_transport`` in OPENCV_FFMPEG_CAPTURE_OPTIONS, keeping the user's other keys.
+
+    Writes only when the value changes. Process-global: every capture in the process opened
+    after this uses the same transport (one camera per camera_node process makes that moot).
+    """
+    environ = os.environ if environ is None else environ
+    value = ffmpeg_capture_options(rtsp_transport, environ.get(CAPTURE_OPTIONS_ENV, ''))
+    if environ.get(CAPTURE_OPTIONS_ENV) != value:
+        environ[CAPTURE_OPTIONS_ENV] = value
+    return value
