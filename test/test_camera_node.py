@@ -1,0 +1,219 @@
+"""camera_node in its own process, as a user runs it, against the real RTSP test bed."""
+import signal
+import socket
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import Log
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+
+from multicam_ros.testbed import make_test_clip
+from ros_helpers import ExecutorThread, TopicRecorder, stamp_ns, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+RELIABLE_1 = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+SECRET = 'Hunter2Secret'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def camera_args(url: str, namespace: str = '/cam0', **params) -> list:
+    args = ['camera_node', '--ros-args', '-r', f'__ns:={namespace}']
+    args += ['-p', f'url:={url}'] if url else []  # no url at all: the default, empty
+    for name, value in params.items():
+        args += ['-p', f'{name}:={value}']
+    return args
+
+
+def is_no_signal(msg: Image) -> bool:
+    """The NO SIGNAL picture has a red banner across the middle (bgr8)."""
+    row = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[msg.height // 2]
+    pixels = row[:msg.width * 3].reshape(-1, 3).astype(int)
+    return bool(np.mean((pixels[:, 2] > 150) & (pixels[:, 0] < 80) & (pixels[:, 1] < 80)) > 0.5)
+
+
+class Probe:
+    """Subscribes in the test process (another process than the node) to what it publishes."""
+
+    def __init__(self, context, namespace: str = '/cam0', qos: QoSProfile = RELIABLE_1):
+        self.node = Node('probe', context=context)
+        self.images = TopicRecorder(self.node, Image, f'{namespace}/image_raw', qos)
+        self.infos = TopicRecorder(self.node, CameraInfo, f'{namespace}/camera_info', qos)
+        self.diagnostics = TopicRecorder(self.node, DiagnosticArray, '/diagnostics', 50)
+        self.rosout = TopicRecorder(self.node, Log, '/rosout', 100)
+        self.spinner = ExecutorThread(context, [self.node])
+
+    def last_status(self) -> DiagnosticStatus:
+        statuses = [s for msg in self.diagnostics.messages for s in msg.status]
+        return statuses[-1] if statuses else None
+
+    def status_values(self) -> dict:
+        status = self.last_status()
+        return {kv.key: kv.value for kv in status.values} if status else {}
+
+    def all_text(self) -> str:
+        """Everything people can read from the node over ROS: diagnostics and /rosout."""
+        parts = [f'{s.name} {s.message} {s.hardware_id} ' + ' '.join(kv.value for kv in s.values)
+                 for msg in self.diagnostics.messages for s in msg.status]
+        parts += [log.msg for log in self.rosout.messages]
+        return '\n'.join(parts)
+
+
+@pytest.fixture
+def probe(ros_context):
+    probe = Probe(ros_context)
+    with probe.spinner:
+        yield probe
+
+
+def test_live_frames_at_stream_rate_newest_not_buffered(rtsp_server, node_launcher, probe):
+    proc = node_launcher.start(camera_args(rtsp_server.url(0)))
+    assert wait_for(lambda: probe.images.count() > 15, 30.0), node_launcher.logs()
+    probe.images.clear()
+    time.sleep(5.0)
+    items = probe.images.items
+    rate_hz = len(items) / 5.0
+    assert rate_hz >= 0.9 * 30, \
+        f'{rate_hz:.1f} fps of 30 reached the subscriber; node: {probe.status_values()}'
+    stamps = [stamp_ns(msg.header) for _, msg in items]
+    assert all(b > a for a, b in zip(stamps, stamps[1:])), 'stamps must strictly increase'
+    latencies_ms = np.array([(received - stamp_ns(msg.header)) / 1e6 for received, msg in items])
+    # Seconds-old buffered frames would show here; the newest frame arrives in milliseconds.
+    assert np.percentile(latencies_ms, 50) < 100, latencies_ms
+    assert np.percentile(latencies_ms, 95) < 250, latencies_ms
+    image_headers = {(stamp_ns(m.header), m.header.frame_id) for m in probe.images.messages}
+    info_headers = {(stamp_ns(m.header), m.header.frame_id) for m in probe.infos.messages}
+    assert len(image_headers & info_headers) >= 0.8 * len(image_headers)
+    assert {frame_id for _, frame_id in image_headers} == {'cam0_optical_frame'}
+    assert wait_for(lambda: probe.last_status() is not None, 5.0)
+    assert probe.last_status().level == DiagnosticStatus.OK
+    assert probe.status_values()['state'] == 'streaming'
+
+    started = time.monotonic()
+    assert proc.stop(signal.SIGTERM, timeout_s=5.0) == 0, proc.output()
+    assert time.monotonic() - started < 2.0
+
+
+def test_server_restart_no_signal_in_between_then_frames_resume(
+        rtsp_server, node_launcher, probe):
+    proc = node_launcher.start(camera_args(
+        rtsp_server.url(0), read_timeout_s=1.0, reconnect_delay_min_s=0.2,
+        reconnect_delay_max_s=1.0))
+    assert wait_for(lambda: probe.images.count() > 10, 30.0), node_launcher.logs()
+
+    rtsp_server.stop()
+    probe.images.clear()
+    assert wait_for(lambda: sum(map(is_no_signal, probe.images.messages)) >= 2, 15.0), \
+        node_launcher.logs()
+    assert wait_for(lambda: probe.status_values().get('state') == 'reconnecting', 5.0)
+    assert probe.last_status().level == DiagnosticStatus.ERROR
+    no_signal = [m for m in probe.images.messages if is_no_signal(m)]
+    assert (no_signal[0].width, no_signal[0].height) == (640, 480)  # the last known size
+
+    rtsp_server.restart()
+    outage_ended = time.monotonic()
+    assert wait_for(lambda: sum(not is_no_signal(m) for m in probe.images.messages) > 10,
+                    20.0), node_launcher.logs()
+    # Window: the longest backoff (1 s with jitter) plus opening the stream again.
+    assert time.monotonic() - outage_ended < 12.0
+    assert wait_for(lambda: probe.status_values().get('state') == 'streaming', 5.0)
+    assert int(probe.status_values()['reconnects']) >= 1
+    assert proc.running
+    output = proc.output()
+    assert output.count('-> reconnecting') == 1, output  # a state change is logged once
+
+
+def test_unreachable_camera_reports_error_and_keeps_trying(node_launcher, probe):
+    url = f'rtsp://admin:{SECRET}@127.0.0.1:{free_port()}/stream'
+    proc = node_launcher.start(camera_args(url, open_timeout_s=1.0, reconnect_delay_max_s=1.0))
+    assert wait_for(lambda: probe.last_status() is not None
+                    and probe.last_status().level == DiagnosticStatus.ERROR, 20.0), \
+        node_launcher.logs()
+    assert wait_for(lambda: sum(map(is_no_signal, probe.images.messages)) >= 2, 10.0)
+    time.sleep(2.0)
+    assert proc.running, proc.output()
+    assert int(probe.status_values()['reconnects']) >= 1
+    assert proc.stop(signal.SIGINT, timeout_s=5.0) == 0
+    for text in (proc.output(), probe.all_text()):
+        assert SECRET not in text
+    assert 'admin:***@127.0.0.1' in probe.all_text()
+
+
+@pytest.mark.parametrize('url', [f'rtsp://admin:{SECRET}@', 'ftp://example.com/stream',
+                                 f'rtsp:/admin:{SECRET}@cam', ''])
+def test_bad_url_exits_non_zero_naming_the_parameter(node_launcher, url):
+    proc = node_launcher.start(camera_args(url))
+    assert proc.wait(timeout_s=15.0) != 0
+    output = proc.output()
+    assert "parameter 'url'" in output and 'Accepted:' in output, output
+    assert SECRET not in output
+
+
+def test_password_from_environment_never_shown(rtsp_server, node_launcher, probe):
+    url = rtsp_server.url(0).replace('rtsp://', 'rtsp://viewer@')
+    proc = node_launcher.start(camera_args(url, password_env='CAM_PASSWORD'),
+                               env={'CAM_PASSWORD': SECRET})
+    assert wait_for(lambda: probe.images.count() > 10, 30.0), node_launcher.logs()
+    assert wait_for(lambda: probe.last_status() is not None, 5.0)
+    proc.stop()
+    assert SECRET not in proc.output() + probe.all_text()
+    assert 'viewer' in probe.status_values()['url']
+
+
+def test_resize_encoding_and_uncalibrated_info(rtsp_server, node_launcher, probe):
+    node_launcher.start(camera_args(rtsp_server.url(1), width=320, height=240,
+                                    encoding='mono8', frame_id='front'))
+    assert wait_for(lambda: probe.infos.count() > 3 and probe.images.count() > 3, 30.0), \
+        node_launcher.logs()
+    image, info = probe.images.messages[-1], probe.infos.messages[-1]
+    assert (image.width, image.height, image.encoding, image.step) == (320, 240, 'mono8', 320)
+    assert len(image.data) == 320 * 240
+    assert (info.width, info.height, info.header.frame_id) == (320, 240, 'front')
+    assert list(info.k) == [0.0] * 9
+
+
+def test_calibration_file_scaled_with_resize(rtsp_server, node_launcher, probe, tmp_path):
+    calibration = tmp_path / 'cam.yaml'
+    calibration.write_text(
+        'image_width: 640\nimage_height: 480\ncamera_name: cam0\n'
+        'camera_matrix: {rows: 3, cols: 3, data: [600, 0, 320, 0, 600, 240, 0, 0, 1]}\n'
+        'distortion_model: plumb_bob\n'
+        'distortion_coefficients: {rows: 1, cols: 5, data: [0.1, 0.01, 0, 0, 0]}\n'
+        'rectification_matrix: {rows: 3, cols: 3, data: [1, 0, 0, 0, 1, 0, 0, 0, 1]}\n'
+        'projection_matrix: {rows: 3, cols: 4, data: [600, 0, 320, 0, 0, 600, 240, 0, '
+        '0, 0, 1, 0]}\n')
+    node_launcher.start(camera_args(rtsp_server.url(0), width=320, encoding='rgb8',
+                                    camera_info_url=f'file://{calibration}'))
+    assert wait_for(lambda: probe.infos.count() > 3, 30.0), node_launcher.logs()
+    info, image = probe.infos.messages[-1], probe.images.messages[-1]
+    assert (image.width, image.height, image.encoding) == (320, 240, 'rgb8')
+    assert (info.width, info.height, info.distortion_model) == (320, 240, 'plumb_bob')
+    assert list(info.k) == [300, 0, 160, 0, 300, 120, 0, 0, 1]
+    assert list(info.d) == [0.1, 0.01, 0, 0, 0]
+
+
+def test_fps_cap(rtsp_server, node_launcher, probe):
+    node_launcher.start(camera_args(rtsp_server.url(2), fps=10.0))
+    assert wait_for(lambda: probe.images.count() > 5, 30.0), node_launcher.logs()
+    probe.images.clear()
+    time.sleep(4.0)
+    assert 8.0 <= probe.images.count() / 4.0 <= 11.0
+
+
+def test_video_file_loops(node_launcher, probe, tmp_path):
+    clip = make_test_clip(tmp_path / 'clip.mp4', seconds=1.0, width=320, height=240, fps=30)
+    node_launcher.start(camera_args(str(clip), loop='true'))
+    assert wait_for(lambda: probe.images.count() > 5, 30.0), node_launcher.logs()
+    probe.images.clear()
+    time.sleep(3.0)  # three times the clip's length
+    assert probe.images.count() >= 0.8 * 90
+    assert probe.status_values()['state'] == 'streaming'
