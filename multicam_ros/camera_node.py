@@ -14,21 +14,21 @@ from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from multicam_ros.calibration import Calibration, load_calibration, uncalibrated
 from multicam_ros.capture import CaptureOptions, CaptureState, CaptureWorker, Frame
 from multicam_ros.frames import make_no_signal_frame, output_size, prepare_frame
-from multicam_ros.node_main import declare_params, on_param_change, run_node
+from multicam_ros.node_main import declare_params, image_qos, on_param_change, run_node
 from multicam_ros.params import CAMERA_PARAMS
 from multicam_ros.ros_convert import camera_info_from_calibration, image_from_array, \
     stamp_from_ns
-from multicam_ros.sources import validate_source
+from multicam_ros.sources import native_log_warning, validate_source
 from multicam_ros.stats import LatencyWindow, RateLimiter, RateMeter
 
 FASTDDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
+FASTDDS_BUILTIN_TRANSPORTS_ENV = 'FASTDDS_BUILTIN_TRANSPORTS'
 NO_SIGNAL_PERIOD_S = 1.0
 FALLBACK_SIZE = (640, 480)  # NO SIGNAL size before any frame, when nothing else says a size
 
@@ -39,14 +39,6 @@ _LEVELS = {
     CaptureState.RECONNECTING: DiagnosticStatus.ERROR,
     CaptureState.STOPPED: DiagnosticStatus.ERROR,
 }
-
-
-def image_qos(reliability: str) -> QoSProfile:
-    """Keep-latest: only the newest frame matters, so depth 1 and no history for late joiners."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      durability=DurabilityPolicy.VOLATILE,
-                      reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
-                                   else ReliabilityPolicy.BEST_EFFORT))
 
 
 def default_frame_id(namespace: str) -> str:
@@ -68,6 +60,9 @@ class CameraNode(Node):
                 f"parameter reconnect_delay_min_s ({p['reconnect_delay_min_s']:g}) must not "
                 f"exceed reconnect_delay_max_s ({p['reconnect_delay_max_s']:g})")
         self._source = validate_source(p['url'], p['password_env'])
+        leak_warning = native_log_warning(self._source)
+        if leak_warning:
+            self.get_logger().warning(leak_warning)
         self._calibration: Optional[Calibration] = (
             load_calibration(p['camera_info_url']) if p['camera_info_url'] else None)
         self._p = p
@@ -238,8 +233,10 @@ class CameraNode(Node):
 
 def use_large_frame_transport() -> None:
     """Load the package's Fast DDS profile (large shared-memory segments) unless the user chose
-    a profile. Must run before rclpy.init: Fast DDS reads it when the participant is made."""
-    if os.environ.get(FASTDDS_PROFILE_ENV):
+    a transport: a profile of their own (FASTDDS_DEFAULT_PROFILES_FILE) or a builtin transport
+    (FASTDDS_BUILTIN_TRANSPORTS, e.g. LARGE_DATA), which they then get exactly, untouched.
+    Must run before rclpy.init: Fast DDS reads it when the participant is made."""
+    if os.environ.get(FASTDDS_PROFILE_ENV) or os.environ.get(FASTDDS_BUILTIN_TRANSPORTS_ENV):
         return
     if not os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp').startswith('rmw_fastrtps'):
         return

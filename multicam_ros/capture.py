@@ -6,10 +6,15 @@ ROS-free. ``CaptureWorker`` owns one ``cv2.VideoCapture``; every decoded frame g
 
 OpenCV facts this relies on (checked with opencv-python-headless 5.0 / FFmpeg 8):
 - ``CAP_PROP_OPEN_TIMEOUT_MSEC`` / ``CAP_PROP_READ_TIMEOUT_MSEC`` in the params list take
-  effect (defaults are 30 s each); after a read timeout the capture returns False forever.
+  effect (defaults are 30 s each). When the read timeout fires, grab() still returns True for
+  a few frames flushed from the decoder (stale), then False forever: the worker reconnects
+  as soon as one grab has taken read_timeout_s, without publishing those frames.
 - ``release()`` from another thread does NOT unblock a blocked ``read()`` (and frees memory
   that read is still using), so there is no watchdog release here: a blocked call ends only
   through those timeouts, and ``stop()`` stops waiting for it after ``timeout_s``.
+- If the interpreter exits normally while the (daemon) capture thread is still inside OpenCV
+  and that call returns during finalization, libstdc++ aborts the process (SIGABRT, exit
+  134). So when ``stop()`` returns False, end the process with ``os._exit()``.
 """
 from __future__ import annotations
 
@@ -281,7 +286,8 @@ class CaptureWorker:
 
         Frame waiters are woken at once. If OpenCV is blocked inside an open or read, the
         thread finishes (and releases the capture) when that call's own timeout expires;
-        False says that is still pending. The thread is a daemon: it never blocks exit.
+        False says that is still pending. The thread is a daemon and never delays exit, but
+        a process that exits while it is pending must use ``os._exit`` (see module notes).
         """
         self._stop_event.set()
         self.slot.close()
@@ -380,8 +386,14 @@ class CaptureWorker:
             return None
         if not capture.isOpened():
             capture.release()
-            self._set_error(f'cannot open {source.safe_url} (unreachable, refused, timed out '
-                            f'after {options.open_timeout_s:g} s, or not a video)')
+            if source.is_network:
+                why = (f'unreachable, refused, no answer within {options.open_timeout_s:g} s, '
+                       'or no video stream')
+            elif source.is_file:
+                why = 'not a readable video file'
+            else:
+                why = 'no such device, busy, or not a camera'
+            self._set_error(f'cannot open {source.safe_url} ({why})')
             return None
         fps = capture.get(cv2.CAP_PROP_FPS)
         with self._lock:
@@ -442,17 +454,27 @@ class CaptureWorker:
                     break
                 # Fall behind by more than a frame (slow CPU)? Resync instead of bursting.
                 next_due_s = max(next_due_s + period_s, time.monotonic() - period_s)
-            if not capture.grab():
+            grab_started_s = time.monotonic()
+            grabbed = capture.grab()
+            if source.is_network and \
+                    time.monotonic() - grab_started_s >= options.read_timeout_s:
+                # OpenCV's read timeout fired. It may still hand out a few frames flushed from
+                # the decoder (captured before the stall, so their stamps would lie) and then
+                # fails for good: reconnect now.
+                self._set_error(f'no frame for {options.read_timeout_s:g} s (read timeout)')
+                return _StreamEnd.FAILED
+            if not grabbed:
                 if source.is_file:
                     if options.loop and frames_this_pass > 0 and \
                             capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
                         frames_this_pass = 0
+                        next_due_s -= period_s  # this slot had no frame: no extra pause
                         continue
                     if options.loop:
                         self._set_error('cannot rewind the video file; reopening it')
                         return _StreamEnd.FAILED
                     return _StreamEnd.ENDED
-                self._set_error(f'read failed or no frame for {options.read_timeout_s:g} s')
+                self._set_error('stream closed or read failed')
                 return _StreamEnd.FAILED
             grabbed_s = time.monotonic()
             stamp_ns = self._clock()

@@ -1,5 +1,6 @@
 """Process entry for the nodes: init, spin, clean exit on SIGINT/SIGTERM, non-zero exit when a
 node cannot do its job at all (bad parameters)."""
+import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -10,8 +11,17 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from multicam_ros.params import ParamSpec
+
+
+def image_qos(reliability: str) -> QoSProfile:
+    """Keep-latest: only the newest frame matters, so depth 1 and no history for late joiners."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      durability=DurabilityPolicy.VOLATILE,
+                      reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                                   else ReliabilityPolicy.BEST_EFFORT))
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -68,10 +78,13 @@ def on_param_change(node: Node, specs: Sequence[ParamSpec],
 
 def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]] = None,
              num_threads: int = 2) -> int:
-    """Create the node, spin it until shutdown, and return the process exit code.
+    """Create the node, spin it until shutdown, and end the process.
 
     rclpy's default signal handlers turn SIGINT and SIGTERM into a context shutdown, which ends
-    the spin; the node then releases its resources in `destroy_node`.
+    the spin; the node then releases its resources in `destroy_node`. A capture thread can still
+    be blocked inside OpenCV (it ends only at OpenCV's own timeout); letting the interpreter
+    tear down around it aborts the process, so a node that stopped cleanly leaves via os._exit.
+    Returns only the exit code of a node that could not start.
     """
     rclpy.init(args=args)
     try:
@@ -90,4 +103,6 @@ def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]]
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -101,10 +101,10 @@ CAMERA_PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('read_timeout_s', 3.0, 'Reconnect when no frame arrived for this long.',
               min_value=0.1, max_value=600.0, read_only=True),
     ParamSpec('reconnect_delay_min_s', 0.5, 'First delay before reconnecting; it doubles (with '
-              'jitter) after each failed attempt.', min_value=0.0, max_value=600.0,
+              'jitter) after each failed attempt.', min_value=0.01, max_value=600.0,
               read_only=True),
     ParamSpec('reconnect_delay_max_s', 10.0, 'Longest delay between reconnect attempts.',
-              min_value=0.0, max_value=3600.0, read_only=True),
+              min_value=0.01, max_value=3600.0, read_only=True),
     ParamSpec('loop', True, 'Video files only: start again at the end instead of stopping.',
               read_only=True),
     ParamSpec('camera_info_url', '', 'Calibration YAML (camera_calibration format) as a path or '
@@ -115,6 +115,50 @@ CAMERA_PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('reliability', 'reliable', 'QoS reliability of image_raw and camera_info '
               '(KEEP_LAST depth 1, VOLATILE). reliable reaches reliable and best-effort '
               'subscribers alike.', choices=('reliable', 'best_effort'), read_only=True),
+    ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages.', min_value=0.1,
+              max_value=60.0, read_only=True),
+)
+
+
+MODEL_BACKENDS = ('torchvision', 'torchscript', 'ultralytics')
+
+DETECTOR_PARAMS: Tuple[ParamSpec, ...] = (
+    ParamSpec('cameras', [], 'Camera namespaces to serve, e.g. [/cam0, /cam1]; the node '
+              'subscribes to <camera>/image_raw of each.', read_only=True),
+    ParamSpec('model.backend', 'torchvision', 'Model back-end.', choices=MODEL_BACKENDS,
+              read_only=True),
+    ParamSpec('model.name', 'fasterrcnn_mobilenet_v3_large_320_fpn', 'torchvision detection '
+              'architecture (backend torchvision).', read_only=True),
+    ParamSpec('model.weights', 'DEFAULT', 'torchvision weights: a local state-dict file, '
+              'DEFAULT (published COCO weights, downloaded by torchvision where a network '
+              'exists) or none (random initialisation: tests and benchmarks only).',
+              read_only=True),
+    ParamSpec('model.path', '', 'Model file for the torchscript and ultralytics back-ends.',
+              read_only=True),
+    ParamSpec('model.class_names', [], 'Class names by class id; overrides the model\'s own.',
+              read_only=True),
+    ParamSpec('model.labels_file', '', 'File of class names, one per line (or a YAML/JSON '
+              'list).', read_only=True),
+    ParamSpec('device', 'auto', 'auto (CUDA when present, else CPU), cpu, cuda or cuda:N.',
+              read_only=True),
+    ParamSpec('half', False, 'Run the model in fp16 (CUDA only).', read_only=True),
+    ParamSpec('input_size', 640, 'Square network input of letterboxing back-ends, px.',
+              min_value=32, max_value=4096, read_only=True),
+    ParamSpec('confidence_threshold', 0.5, 'Drop detections scoring below this.',
+              min_value=0.0, max_value=1.0, read_only=True),
+    ParamSpec('iou_threshold', 0.45, 'Non-maximum suppression IoU threshold.', min_value=0.0,
+              max_value=1.0, read_only=True),
+    ParamSpec('max_detections', 100, 'Most detections kept per image.', min_value=1,
+              max_value=10000, read_only=True),
+    ParamSpec('classes', [], 'Keep only these class names; empty keeps all.', read_only=True),
+    ParamSpec('max_batch_size', 16, 'Most frames in one forward pass (one per camera).',
+              min_value=1, max_value=256, read_only=True),
+    ParamSpec('reliability', 'reliable', 'QoS reliability of the image subscriptions (KEEP_LAST '
+              'depth 1). reliable matches this package\'s cameras; best_effort matches every '
+              'publisher, including sensor-data ones.', choices=('reliable', 'best_effort'),
+              read_only=True),
+    ParamSpec('annotate', 'auto', 'image_annotated: auto (only while someone subscribes), '
+              'always, or never.', choices=('auto', 'always', 'never')),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages.', min_value=0.1,
               max_value=60.0, read_only=True),
 )

@@ -4,6 +4,7 @@ The only module besides the nodes that imports message types.
 """
 from typing import Optional
 
+import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
@@ -11,7 +12,9 @@ from std_msgs.msg import Header
 
 from multicam_ros.calibration import Calibration
 
-CHANNELS = {'bgr8': 3, 'rgb8': 3, 'mono8': 1}
+CHANNELS = {'bgr8': 3, 'rgb8': 3, 'mono8': 1, 'bgra8': 4, 'rgba8': 4}
+_TO_BGR = {'rgb8': cv2.COLOR_RGB2BGR, 'mono8': cv2.COLOR_GRAY2BGR, 'bgra8': cv2.COLOR_BGRA2BGR,
+           'rgba8': cv2.COLOR_RGBA2BGR}
 
 
 def stamp_from_ns(stamp_ns: int) -> Time:
@@ -42,6 +45,15 @@ def array_from_image(msg: Image) -> Optional[np.ndarray]:
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
     pixels = rows[:, :msg.width * channels].reshape(msg.height, msg.width, channels)
     return pixels
+
+
+def bgr_from_image(msg: Image) -> Optional[np.ndarray]:
+    """The pixels as H x W x 3 BGR (a view for bgr8, a converted copy otherwise), or None for
+    an unusable message (see array_from_image)."""
+    pixels = array_from_image(msg)
+    if pixels is None or msg.encoding == 'bgr8':
+        return pixels
+    return cv2.cvtColor(pixels, _TO_BGR[msg.encoding])
 
 
 def camera_info_from_calibration(calibration: Calibration, header: Header) -> CameraInfo:

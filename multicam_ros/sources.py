@@ -19,6 +19,7 @@ RTSP_SCHEMES = ('rtsp', 'rtsps')
 RTSP_TRANSPORTS = ('tcp', 'udp')
 CAPTURE_OPTIONS_ENV = 'OPENCV_FFMPEG_CAPTURE_OPTIONS'
 MIN_LITERAL_SECRET_LEN = 4
+FFMPEG_DEBUG_LOGLEVEL = 48  # AV_LOG_DEBUG
 
 ACCEPTED_FORMS = (
     'rtsp://[user[:password]@]host[:port]/path, rtsps://..., http(s)://host[:port]/path, '
@@ -302,3 +303,24 @@ def apply_rtsp_transport(rtsp_transport: str,
     if environ.get(CAPTURE_OPTIONS_ENV) != value:
         environ[CAPTURE_OPTIONS_ENV] = value
     return value
+
+
+def native_log_warning(source: Source, environ: Mapping[str, str] | None = None) -> str:
+    """Return a warning if native logging would print this source's password, else ''.
+
+    FFmpeg at debug level (OPENCV_FFMPEG_LOGLEVEL >= 48) writes "Opening '<url>' for reading"
+    with the full URL straight to stderr, where ``redact`` cannot reach it. Lower levels, and
+    OpenCV's own OPENCV_LOG_LEVEL, were checked not to print it.
+    """
+    environ = os.environ if environ is None else environ
+    if not source.secrets:
+        return ''
+    level_text = environ.get('OPENCV_FFMPEG_LOGLEVEL', '').strip()
+    try:
+        level = int(level_text)
+    except ValueError:
+        return ''
+    if level < FFMPEG_DEBUG_LOGLEVEL:
+        return ''
+    return (f'OPENCV_FFMPEG_LOGLEVEL={level} makes FFmpeg print the camera password to stderr; '
+            f'use a level below {FFMPEG_DEBUG_LOGLEVEL}')

@@ -1,4 +1,4 @@
-"""Both node commands start as real ROS 2 nodes and end cleanly on SIGINT and SIGTERM."""
+"""Both node commands start as real ROS 2 nodes and end within 2 s on SIGINT and SIGTERM."""
 import signal
 import time
 
@@ -12,12 +12,20 @@ def graph_has(node: Node, name: str, namespace: str) -> bool:
     return (name, namespace) in node.get_node_names_and_namespaces()
 
 
-@pytest.mark.parametrize('script,name', [('camera_node', 'camera_node'),
-                                         ('detector_node', 'detector')])
+NODES = {
+    'camera_node': ('camera_node', ['-p', 'url:=rtsp://127.0.0.1:9/unreachable']),
+    'detector_node': ('detector', ['-p', 'cameras:=[/cam0]', '-p', 'device:=cpu',
+                                   '-p', 'model.name:=ssdlite320_mobilenet_v3_large',
+                                   '-p', 'model.weights:=none']),
+}
+
+
+@pytest.mark.parametrize('script', sorted(NODES))
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
-def test_node_joins_graph_and_stops_on_signal(ros_context, node_launcher, script, name, sig):
+def test_node_joins_graph_and_stops_on_signal(ros_context, node_launcher, script, sig):
     observer = Node('observer', context=ros_context)
-    proc = node_launcher.start([script, '--ros-args', '-r', '__ns:=/probe'])
+    name, params = NODES[script]
+    proc = node_launcher.start([script, '--ros-args', '-r', '__ns:=/probe', *params])
     assert wait_for(lambda: graph_has(observer, name, '/probe'), timeout_s=20.0), \
         node_launcher.logs()
     started = time.monotonic()

@@ -1,0 +1,134 @@
+"""Newest-frame slots across cameras, fair batches, and the inference thread."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from multicam_ros.batching import BatchCollector, InputFrame
+from multicam_ros.inference import InferenceWorker
+from multicam_ros.models.base import Detections
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def frame(stamp_ns: int, size=(4, 4)) -> InputFrame:
+    return InputFrame(np.zeros((*size, 3), np.uint8), stamp_ns, time.monotonic())
+
+
+def test_newer_frame_replaces_unprocessed_one_and_counts_the_drop():
+    collector = BatchCollector(['/a', '/b'])
+    for stamp in (1, 2, 3):
+        collector.put('/a', frame(stamp))
+    batch = collector.collect(8, timeout_s=0)
+    assert [(cam, f.stamp_ns) for cam, f in batch] == [('/a', 3)]
+    counts = collector.counts('/a')
+    assert (counts.received, counts.processed, counts.dropped) == (3, 1, 2)
+    assert collector.collect(8, timeout_s=0.05) == []  # never the same frame twice
+
+
+def test_batch_takes_one_newest_frame_per_camera():
+    collector = BatchCollector(['/a', '/b', '/c'])
+    collector.put('/a', frame(10))
+    collector.put('/c', frame(30))
+    collector.put('/c', frame(31))
+    batch = collector.collect(8, timeout_s=0)
+    assert sorted((cam, f.stamp_ns) for cam, f in batch) == [('/a', 10), ('/c', 31)]
+
+
+def test_fair_when_more_cameras_than_batch_slots():
+    cameras = [f'/cam{i}' for i in range(5)]
+    collector = BatchCollector(cameras)
+    served = {camera: 0 for camera in cameras}
+    for round_index in range(10):
+        for camera in cameras:
+            collector.put(camera, frame(round_index))
+        for camera, _ in collector.collect(2, timeout_s=0):
+            served[camera] += 1
+    assert sum(served.values()) == 20
+    assert max(served.values()) - min(served.values()) <= 1, served
+
+
+def test_collect_waits_for_the_first_frame_and_close_wakes_it():
+    collector = BatchCollector(['/a'])
+    threading.Timer(0.1, lambda: collector.put('/a', frame(1))).start()
+    started = time.monotonic()
+    assert len(collector.collect(4, timeout_s=5.0)) == 1
+    assert time.monotonic() - started < 2.0
+    threading.Timer(0.1, collector.close).start()
+    assert collector.collect(4) == []
+
+
+def test_duplicate_cameras_rejected():
+    with pytest.raises(ValueError, match='unique'):
+        BatchCollector(['/a', '/a'])
+
+
+class ScriptedDetector:
+    """Model double: one box per image, sized from the image; records each batch."""
+
+    class_names = ['thing']
+    device = 'cpu'
+    description = 'scripted'
+
+    def __init__(self, delay_s: float = 0.0, fail_first: int = 0):
+        self.batches = []
+        self.delay_s = delay_s
+        self.fail_first = fail_first
+
+    def infer(self, images):
+        self.batches.append(len(images))
+        if self.fail_first:
+            self.fail_first -= 1
+            raise RuntimeError('bad batch')
+        time.sleep(self.delay_s)
+        return [Detections(np.array([[0, 0, im.shape[1], im.shape[0]]], np.float32),
+                           np.array([0.9], np.float32), np.array([0])) for im in images]
+
+    def memory_bytes(self):
+        return 0
+
+
+def test_worker_batches_cameras_and_returns_each_result_to_its_camera():
+    collector = BatchCollector(['/a', '/b', '/c'])
+    results = []
+    detector = ScriptedDetector(delay_s=0.05)
+    worker = InferenceWorker(collector, detector, lambda c, f, d: results.append((c, f, d)), 8)
+    sizes = {'/a': (10, 20), '/b': (30, 40), '/c': (50, 60)}
+    with_worker = worker.start()
+    try:
+        for stamp in range(20):
+            for camera, size in sizes.items():
+                collector.put(camera, frame(stamp, size))
+            time.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not results:
+            time.sleep(0.01)
+    finally:
+        with_worker.stop()
+    assert results
+    for camera, input_frame, detections in results:
+        height, width = sizes[camera]
+        assert list(detections.boxes_xyxy[0]) == [0, 0, width, height]
+        assert input_frame.image.shape[:2] == (height, width)
+    assert max(detector.batches) > 1
+    assert worker.batch_summary()['batches'] == len(detector.batches)
+    dropped = sum(collector.counts(c).dropped for c in sizes)
+    assert dropped > 0  # the model is slower than the cameras: drops, not a queue
+
+
+def test_worker_survives_a_failing_batch_and_reports_once():
+    collector = BatchCollector(['/a'])
+    errors, results = [], []
+    worker = InferenceWorker(collector, ScriptedDetector(fail_first=3),
+                             lambda c, f, d: results.append(d), 4, on_error=errors.append)
+    worker.start()
+    try:
+        for stamp in range(6):
+            collector.put('/a', frame(stamp))
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert len(errors) == 1 and 'bad batch' in errors[0]
+    assert worker.batch_summary()['errors'] == 3
+    assert len(results) >= 2

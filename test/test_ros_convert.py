@@ -1,0 +1,70 @@
+"""Image messages <-> arrays (this package's cv_bridge), and drawing on frames."""
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from multicam_ros.detector_node import normalise_cameras
+from multicam_ros.drawing import draw_detections
+from multicam_ros.models.base import Detections
+from multicam_ros.ros_convert import array_from_image, bgr_from_image, image_from_array
+
+
+def bgr_frame(height=6, width=5):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize('encoding', ['bgr8', 'rgb8', 'mono8'])
+def test_round_trip_by_encoding(encoding):
+    frame = bgr_frame()
+    pixels = frame[:, :, 0] if encoding == 'mono8' else frame
+    msg = image_from_array(pixels, encoding, Header(frame_id='f'))
+    assert (msg.width, msg.height, msg.encoding) == (5, 6, encoding)
+    assert msg.step == 5 * (1 if encoding == 'mono8' else 3)
+    back = array_from_image(msg)
+    assert np.array_equal(back.reshape(pixels.shape), pixels)
+
+
+def test_bgr_from_other_encodings():
+    frame = bgr_frame()
+    rgb = image_from_array(frame[:, :, ::-1], 'rgb8', Header())
+    assert np.array_equal(bgr_from_image(rgb), frame)
+    mono = image_from_array(frame[:, :, 1], 'mono8', Header())
+    assert np.array_equal(bgr_from_image(mono), np.repeat(frame[:, :, 1:2], 3, axis=2))
+
+
+def test_padded_rows_are_honoured():
+    frame = bgr_frame(4, 3)
+    padded = np.zeros((4, 16), np.uint8)
+    padded[:, :9] = frame.reshape(4, 9)
+    msg = Image(height=4, width=3, encoding='bgr8', step=16, data=padded.tobytes())
+    assert np.array_equal(bgr_from_image(msg), frame)
+
+
+@pytest.mark.parametrize('encoding,step,length', [
+    ('yuv422', 10, 40), ('16UC1', 10, 40), ('bgr8', 15, 59), ('bgr8', 15, 61), ('bgr8', 14, 56),
+    ('bgr8', 0, 0)])
+def test_unusable_messages_are_refused(encoding, step, length):
+    msg = Image(height=4, width=5, encoding=encoding, step=step, data=bytes(length))
+    assert bgr_from_image(msg) is None
+
+
+def test_camera_namespaces():
+    assert normalise_cameras(['cam0', '/cam1/', ' /robot/front ']) == \
+        ['/cam0', '/cam1', '/robot/front']
+    for bad, words in ([[], 'empty'], [['0cam'], 'not a valid ROS namespace'],
+                       [['a b'], 'not a valid'], [['cam0', '/cam0'], 'listed twice']):
+        with pytest.raises(ValueError, match='parameter cameras') as info:
+            normalise_cameras(bad)
+        assert words in str(info.value)
+
+
+def test_drawing_marks_boxes_on_a_copy():
+    frame = np.zeros((120, 160, 3), np.uint8)
+    detections = Detections(np.array([[20, 30, 100, 90]], np.float32),
+                            np.array([0.8], np.float32), np.array([2]))
+    canvas = draw_detections(frame, detections, ['a', 'b', 'car'], labels=['#7'])
+    assert canvas.shape == frame.shape and not frame.any()
+    assert canvas[60, 20].any() and canvas[60, 100].any()  # left and right edges drawn
+    assert not canvas[60, 60].any()  # the inside stays untouched
