@@ -2,11 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint colcon-build clean help
+.PHONY: setup test test-gpu lint clean help
 
 help:
 	@echo "make setup   install everything into $(VENV) (Debian packages, ROS 2 wheels, torch)"
 	@echo "make test    run the whole test suite"
+	@echo "make test-gpu  run the CUDA tests (needs a GPU)"
 	@echo "make lint    flake8 at 99 columns"
 
 setup:
@@ -15,8 +16,13 @@ setup:
 $(PY):
 	@echo "$(PY) not found: run 'make setup' first" >&2; exit 1
 
+# The suite runs on the CPU everywhere (CI has no GPU): GPUs are hidden from it.
 test: $(PY)
-	$(PY) -m pytest
+	CUDA_VISIBLE_DEVICES= $(PY) -m pytest
+
+# The CUDA paths (device placement, fp16, letterboxing on the GPU), on a machine with a GPU.
+test-gpu: $(PY)
+	$(PY) -m pytest -m gpu test/test_models.py test/test_box_mapping.py
 
 lint: $(PY)
 	$(PY) -m flake8 multicam_ros test tools bench launch

@@ -6,11 +6,20 @@ import argparse
 import sys
 from typing import List, Optional
 
+from multicam_ros.config import LOG_LEVELS
+
 
 def _test_streams(args: argparse.Namespace) -> int:
     from multicam_ros.testbed import serve_forever
     return serve_forever(count=args.count, port=args.port, width=args.width,
                          height=args.height, fps=args.fps)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from multicam_ros.launcher import launch_main
+    return launch_main(args.config, detector=args.detector, log_level=args.log_level,
+                       status_period_s=args.status_period, stop_timeout_s=args.stop_timeout,
+                       dry_run=args.dry_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
     streams.add_argument('--height', type=int, default=480, help='frame height in px')
     streams.add_argument('--fps', type=int, default=30, help='frames per second')
     streams.set_defaults(func=_test_streams)
+
+    launch = sub.add_parser(
+        'launch', help='start every node of a camera configuration, without a ROS install',
+        description='Start one camera_node per camera and one detector_node, exactly as '
+                    '`ros2 launch multicam_ros cams.launch.py config:=CONFIG` does; restart '
+                    'cameras that die, print a status table, stop everything on Ctrl-C. '
+                    'Node output is printed with the node\'s name in front.')
+    launch.add_argument('config', metavar='CONFIG', help='camera configuration YAML '
+                        '(see config/cams.yaml)')
+    launch.add_argument('--no-detector', dest='detector', action='store_false',
+                        help='start the cameras only (like detector:=false)')
+    launch.add_argument('--log-level', choices=LOG_LEVELS, default='info',
+                        help='ROS log level of every node (default info)')
+    launch.add_argument('--status-period', type=float, default=5.0, metavar='S',
+                        help='print the status table every S seconds; 0: never (default 5)')
+    launch.add_argument('--stop-timeout', type=float, default=10.0, metavar='S',
+                        help='on Ctrl-C, kill nodes that have not stopped after S seconds '
+                             '(default 10)')
+    launch.add_argument('--dry-run', action='store_true',
+                        help='check the file and print the plan (passwords hidden), start '
+                             'nothing')
+    launch.set_defaults(func=_launch)
     return parser
 
 

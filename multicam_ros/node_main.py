@@ -93,6 +93,10 @@ def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]]
         print(f'[{name}] error: {exc}', file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while starting (e.g. loading a model): no traceback
+        print(f'[{name}] interrupted while starting', file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 130
     executor = MultiThreadedExecutor(num_threads=num_threads)
     executor.add_node(node)
     try:

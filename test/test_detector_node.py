@@ -75,7 +75,7 @@ def process_maps_libtorch(pid: int) -> bool:
 
 
 def test_four_cameras_one_model_in_processes(rtsp_server_factory, node_launcher, ros_context,
-                                            center_box_model):
+                                             center_box_model):
     server = rtsp_server_factory(count=4, width=320, height=240, fps=15)
     cameras = [f'/cam{i}' for i in range(4)]
     camera_procs = [node_launcher.start(
@@ -109,6 +109,8 @@ def test_four_cameras_one_model_in_processes(rtsp_server_factory, node_launcher,
             assert box.results[0].hypothesis.score == pytest.approx(0.9)
             assert box.header == results[-1].header
 
+        assert wait_for(lambda: diagnostics_values(diagnostics, ': model'), 10.0), \
+            [s.name for m in diagnostics.messages for s in m.status]
         model = diagnostics_values(diagnostics, ': model')
         assert int(model['batch_size_max']) > 1, model
         model_statuses = {s.name for m in diagnostics.messages for s in m.status

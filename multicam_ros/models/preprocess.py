@@ -1,0 +1,204 @@
+"""Batched pre- and post-processing on the model's device. ROS-free.
+
+Pre-processing: camera frames (H x W x 3 uint8 BGR, any sizes, mixed in one batch) are uploaded
+once per group of equal sizes and converted to RGB float 0-1 on the device. `letterbox_batch`
+then fits each into a square S x S network input:
+
+    scale = min(S / w, S / h)
+    pad_x = (S - w * scale) / 2,  pad_y = (S - h * scale) / 2   (may be fractional)
+
+A source point (x, y), in continuous pixel coordinates (0..w, 0..h, the edge of the frame at
+0), lies at (x * scale + pad_x, y * scale + pad_y) in the network input. The input is sampled
+with exactly that transform (bilinear, like OpenCV's INTER_LINEAR; no anti-aliasing), and the
+network pixels whose centres fall outside the frame hold the padding value 114/255. Because the
+sampling uses the exact scale and padding, with no rounding of the resized size, the inverse
+
+    x = (x_net - pad_x) / scale,  y = (y_net - pad_y) / scale,  clipped to the frame
+
+maps boxes back to source pixels exactly (`boxes_to_source`).
+
+Post-processing: confidence threshold, `classes` filter, mapping to source pixels (boxes left
+with no area, i.e. wholly in the padding, are dropped), class-aware NMS over the whole batch in
+one `torchvision.ops.batched_nms` call (boxes of different images never suppress each other),
+at most `max_detections` per image, then ONE copy to the host for the whole batch.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torchvision
+
+from multicam_ros.models.base import Detections
+
+PAD_VALUE = 114.0 / 255.0
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where one frame lies in the square network input: network = source * scale + pad."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    width: int  # source frame, px
+    height: int
+
+    @classmethod
+    def fit(cls, width: int, height: int, size: int) -> 'Letterbox':
+        """Centre a `width` x `height` frame in a `size` x `size` input, as large as fits."""
+        scale = min(size / width, size / height)
+        return cls(scale, (size - width * scale) / 2.0, (size - height * scale) / 2.0,
+                   width, height)
+
+
+def check_frames(images_bgr: Sequence[np.ndarray]) -> None:
+    """Raise ValueError unless every frame is an H x W x 3 uint8 array with H, W >= 1."""
+    for index, image in enumerate(images_bgr):
+        if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3
+                or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1):
+            shape = getattr(image, 'shape', None)
+            dtype = getattr(image, 'dtype', type(image).__name__)
+            raise ValueError(f'frame {index} of the batch: expected an H x W x 3 uint8 BGR '
+                             f'array, got shape {shape} dtype {dtype}')
+
+
+def upload_rgb(images_bgr: Sequence[np.ndarray], device: str) -> List[torch.Tensor]:
+    """Frames -> one 3 x H x W float RGB 0-1 tensor each, on `device`, in the batch's order.
+
+    Frames of equal size travel to the device as one stacked copy; the conversion runs there.
+    """
+    check_frames(images_bgr)
+    result: List[Optional[torch.Tensor]] = [None] * len(images_bgr)
+    for indices, group in _groups_by_size(images_bgr, device).items():
+        for index, tensor in zip(indices, group.unbind(0)):
+            result[index] = tensor
+    return result  # type: ignore[return-value]
+
+
+def letterbox_batch(images_bgr: Sequence[np.ndarray], size: int, device: str,
+                    dtype: torch.dtype = torch.float32
+                    ) -> Tuple[torch.Tensor, List[Letterbox]]:
+    """Frames -> (B x 3 x size x size RGB 0-1 tensor on `device`, each frame's Letterbox)."""
+    check_frames(images_bgr)
+    boxes = [Letterbox.fit(image.shape[1], image.shape[0], size) for image in images_bgr]
+    batch = torch.empty((len(images_bgr), 3, size, size), dtype=dtype, device=device)
+    for indices, group in _groups_by_size(images_bgr, device).items():
+        batch[list(indices)] = _letterbox_group(group, boxes[indices[0]], size).to(dtype)
+    return batch, boxes
+
+
+def boxes_to_source(boxes_xyxy: torch.Tensor, image_index: torch.Tensor,
+                    letterboxes: Sequence[Letterbox]) -> torch.Tensor:
+    """N x 4 boxes in network-input pixels of images `image_index` -> their source pixels,
+    clipped to each frame: (box - pad) / scale."""
+    table = torch.tensor([[lb.scale, lb.pad_x, lb.pad_y, lb.width, lb.height]
+                          for lb in letterboxes], dtype=torch.float64, device=boxes_xyxy.device)
+    rows = table[image_index]
+    scale, pad = rows[:, 0:1], rows[:, 1:3].repeat(1, 2)
+    source = (boxes_xyxy.to(torch.float64) - pad) / scale
+    return clip_boxes(source, rows[:, 3:5].repeat(1, 2)).to(torch.float32)
+
+
+def clip_boxes(boxes_xyxy: torch.Tensor, limits_xyxy: torch.Tensor) -> torch.Tensor:
+    """Clip each box to 0..(width, height, width, height) given per box in `limits_xyxy`."""
+    return torch.minimum(boxes_xyxy.clamp(min=0.0), limits_xyxy.to(boxes_xyxy.dtype))
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """Centre-x, centre-y, width, height -> x1, y1, x2, y2 (last dimension)."""
+    center, half_size = boxes[..., 0:2], boxes[..., 2:4] / 2.0
+    return torch.cat((center - half_size, center + half_size), dim=-1)
+
+
+def top_per_image(scores: torch.Tensor, image_index: torch.Tensor, batch_size: int,
+                  max_detections: int) -> torch.Tensor:
+    """Indices of at most `max_detections` best-scoring entries per image, grouped by image
+    (ascending) and by score (descending) within an image. Vectorised: no per-image loop."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[torch.argsort(image_index[order], stable=True)]
+    counts = torch.bincount(image_index, minlength=batch_size)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(order), device=scores.device) - starts[image_index[order]]
+    return order[rank < max_detections]
+
+
+def split_by_image(boxes_xyxy: torch.Tensor, scores: torch.Tensor, class_ids: torch.Tensor,
+                   image_index: torch.Tensor, batch_size: int) -> List[Detections]:
+    """Flat detections grouped by image (as `top_per_image` leaves them) -> one Detections per
+    image, with one device-to-host copy for the whole batch."""
+    packed = torch.cat((boxes_xyxy.to(torch.float32), scores.to(torch.float32)[:, None]), 1)
+    host = packed.cpu().numpy()
+    ids = class_ids.cpu().numpy().astype(np.int64)
+    images = image_index.cpu().numpy()
+    ends = np.cumsum(np.bincount(images, minlength=batch_size))
+    starts = ends - np.bincount(images, minlength=batch_size)
+    return [Detections(boxes_xyxy=np.ascontiguousarray(host[start:end, :4]),
+                       scores=np.ascontiguousarray(host[start:end, 4]),
+                       class_ids=ids[start:end])
+            for start, end in zip(starts, ends)]
+
+
+def postprocess_dense(predictions: torch.Tensor, letterboxes: Sequence[Letterbox],
+                      confidence_threshold: float, iou_threshold: float, max_detections: int,
+                      allowed: Optional[torch.Tensor] = None) -> List[Detections]:
+    """YOLO-style B x N x (4 + C) predictions (cx, cy, w, h in network pixels, then one score
+    per class) -> Detections in source pixels.
+
+    Each box takes its best class (single label). `allowed` is an optional bool tensor of
+    length C on the same device: False drops that class. Candidates are mapped to source
+    pixels first; those left with no area (wholly in the padding) are dropped; NMS then
+    compares the boxes as they will be reported.
+    """
+    predictions = predictions.to(torch.float32)
+    batch_size, num_classes = predictions.shape[0], predictions.shape[2] - 4
+    scores, class_ids = predictions[..., 4:].max(dim=2)
+    keep = scores >= confidence_threshold
+    if allowed is not None:
+        keep &= allowed[class_ids]
+    image_index, box_index = keep.nonzero(as_tuple=True)
+    boxes = boxes_to_source(cxcywh_to_xyxy(predictions[image_index, box_index, :4]),
+                            image_index, letterboxes)
+    scores, class_ids = scores[image_index, box_index], class_ids[image_index, box_index]
+    visible = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).nonzero().squeeze(1)
+    boxes, scores = boxes[visible], scores[visible]
+    class_ids, image_index = class_ids[visible], image_index[visible]
+    groups = image_index * num_classes + class_ids  # class-aware, never across images
+    kept = torchvision.ops.batched_nms(boxes, scores, groups, iou_threshold)
+    kept = kept[top_per_image(scores[kept], image_index[kept], batch_size, max_detections)]
+    return split_by_image(boxes[kept], scores[kept], class_ids[kept], image_index[kept],
+                          batch_size)
+
+
+def _groups_by_size(images_bgr: Sequence[np.ndarray],
+                    device: str) -> Dict[Tuple[int, ...], torch.Tensor]:
+    """{indices of equal-sized frames: n x 3 x H x W float RGB 0-1 tensor on `device`}."""
+    by_size: Dict[Tuple[int, int], List[int]] = {}
+    for index, image in enumerate(images_bgr):
+        by_size.setdefault(image.shape[:2], []).append(index)
+    groups = {}
+    for indices in by_size.values():
+        stacked = np.stack([images_bgr[index] for index in indices])  # one host copy
+        pixels = torch.from_numpy(stacked).to(device, non_blocking=False)
+        rgb = pixels.permute(0, 3, 1, 2).flip(1)  # BGR -> RGB, channels first
+        groups[tuple(indices)] = rgb.to(torch.float32).div_(255.0)
+    return groups
+
+
+def _letterbox_group(images: torch.Tensor, box: Letterbox, size: int) -> torch.Tensor:
+    """n x 3 x h x w frames of one size -> n x 3 x size x size, sampled with the exact
+    transform of `box` (see the module docstring)."""
+    if box.scale == 1.0 and box.pad_x == 0.0 and box.pad_y == 0.0:
+        return images  # already size x size
+    centres = torch.arange(size, dtype=torch.float64, device=images.device) + 0.5
+    source_x = (centres - box.pad_x) / box.scale  # continuous source coordinates
+    source_y = (centres - box.pad_y) / box.scale
+    inside = (((source_y >= 0) & (source_y < box.height))[:, None]
+              & ((source_x >= 0) & (source_x < box.width))[None, :])
+    grid_x = (2.0 * source_x / box.width - 1.0).to(torch.float32)  # align_corners=False
+    grid_y = (2.0 * source_y / box.height - 1.0).to(torch.float32)
+    grid = torch.stack(torch.meshgrid(grid_y, grid_x, indexing='ij')[::-1], dim=-1)
+    grid = grid.expand(images.shape[0], size, size, 2)
+    sampled = torch.nn.functional.grid_sample(images, grid, mode='bilinear',
+                                              padding_mode='border', align_corners=False)
+    return torch.where(inside, sampled, torch.full_like(sampled[:1, :1], PAD_VALUE))

@@ -1,0 +1,81 @@
+"""YOLO models through the optional `ultralytics` package (`model.backend: ultralytics`). ROS-free.
+
+`model.path` is a YOLO file that ultralytics loads (a `.pt` checkpoint, or any format its YOLO
+class reads). A `.pt` checkpoint is a pickle: load only files you trust. ultralytics does its
+own letterboxing, NMS and mapping back to source pixels; the whole batch of BGR frames goes to
+its `predict` in one call. Class names are the model's own unless `model.class_names` /
+`model.labels_file` rename them (same count).
+
+ultralytics is not a dependency of this package (`pip install ultralytics` to use it), and its
+absence is an error naming `model.backend` only when this back-end is asked for.
+"""
+import os
+from typing import List, Sequence
+
+import numpy as np
+import torch
+
+from multicam_ros.models import (check_classes, first_line, names_from_data, resolve_class_names,
+                                 use_half)
+from multicam_ros.models.base import Detections, ModelConfig
+from multicam_ros.models.preprocess import check_frames
+
+
+class UltralyticsDetector:
+    """One ultralytics YOLO model on one device; `infer` is one `predict` call a batch."""
+
+    def __init__(self, config: ModelConfig, device: str) -> None:
+        try:
+            from ultralytics import YOLO
+        except ImportError as exc:
+            raise ValueError(f"parameter model.backend: 'ultralytics' needs the ultralytics "
+                             f'package, which cannot be imported ({first_line(exc)}); install '
+                             "it with 'pip install ultralytics', or use model.backend "
+                             "'torchscript' with an exported model") from None
+        path = config.path.strip()
+        if not os.path.isfile(path):  # never let ultralytics try to download a bare name
+            raise ValueError(f'parameter model.path: {path!r} is not a file; the ultralytics '
+                             'back-end needs a YOLO model file such as yolov8n.pt')
+        try:
+            self._yolo = YOLO(path)
+            own = names_from_data(dict(self._yolo.names), 'model names')
+        except Exception as exc:  # noqa: BLE001 - whatever ultralytics raises on a bad file
+            raise ValueError(f'parameter model.path: ultralytics cannot load {path!r} '
+                             f'({type(exc).__name__}: {first_line(exc)})') from None
+        names, source = resolve_class_names(config, own, 'the model')
+        if len(names) != len(own):
+            raise ValueError(f'{source}: {len(names)} names, but {path} has {len(own)} classes')
+        self.class_names: List[str] = list(names)
+        self.device = device
+        self.half = use_half(config, device)
+        self._config = config
+        self._classes = check_classes(self.class_names, config.classes)
+        self._device_arg = 'cpu' if device == 'cpu' else device.split(':')[1]
+        precision = ', fp16' if self.half else ''
+        self.description = (f'ultralytics {os.path.basename(path)} ({len(own)} classes, '
+                            f'input {config.input_size}px{precision})')
+
+    def infer(self, images_bgr: Sequence[np.ndarray]) -> List[Detections]:
+        """One batch of BGR frames (sizes may differ) -> Detections in each frame's pixels."""
+        if len(images_bgr) == 0:
+            return []
+        check_frames(images_bgr)
+        config = self._config
+        results = self._yolo.predict(
+            list(images_bgr), imgsz=config.input_size, conf=config.confidence_threshold,
+            iou=config.iou_threshold, max_det=config.max_detections, classes=self._classes,
+            half=self.half, device=self._device_arg, verbose=False)
+        detections = []
+        for result in results:
+            boxes = result.boxes
+            detections.append(Detections(
+                boxes_xyxy=boxes.xyxy.to(torch.float32).cpu().numpy().reshape(-1, 4),
+                scores=boxes.conf.to(torch.float32).cpu().numpy().reshape(-1),
+                class_ids=boxes.cls.cpu().numpy().astype(np.int64).reshape(-1)))
+        return detections
+
+    def memory_bytes(self) -> int:
+        """Bytes of the model's parameters and buffers."""
+        module = self._yolo.model
+        tensors = list(module.parameters()) + list(module.buffers())
+        return sum(tensor.numel() * tensor.element_size() for tensor in tensors)

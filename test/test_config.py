@@ -1,0 +1,433 @@
+"""The configuration file and the node plan: every validation rule, every bad-config case, and
+the plan both starters use. Fast, and needs no running ROS."""
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from multicam_ros.config import (CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE, FASTDDS_PROFILE_ENV,
+                                 ConfigError, load_config, node_plan, packaged_fastdds_profile,
+                                 parse_switch, transport_environment)
+from multicam_ros.params import CAMERA_PARAMS, DETECTOR_PARAMS
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = 'hunter2-secret'
+ENV = {'CAM_PASSWORD': SECRET}  # the environment `password_env` is read from
+
+THREE_CAMERAS = """
+camera_defaults:
+  fps: 10
+  rtsp_transport: udp
+cameras:
+  - name: front
+    url: rtsp://admin:{secret}@10.0.0.5:554/stream1
+  - name: back_2
+    url: rtsp://viewer@10.0.0.6/live
+    password_env: CAM_PASSWORD
+    fps: 5.5
+    width: 640
+  - name: yard
+    url: clips/yard.mp4
+    camera_info_url: calib/yard.yaml
+    loop: false
+detector:
+  model:
+    backend: torchscript
+    path: models/det.torchscript
+    class_names: [person, car]
+  device: cpu
+  max_batch_size: 3
+  classes: []
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = 'cams.yaml') -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def three_camera_file(tmp_path: Path) -> Path:
+    (tmp_path / 'clips').mkdir()
+    (tmp_path / 'clips' / 'yard.mp4').write_bytes(b'not decoded at planning time')
+    (tmp_path / 'calib').mkdir()
+    (tmp_path / 'calib' / 'yard.yaml').write_text('image_width: 320\n')
+    return write(tmp_path, THREE_CAMERAS.format(secret=SECRET))
+
+
+def problems_of(tmp_path: Path, text: str) -> list:
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(write(tmp_path, text)), environ=ENV)
+    assert str(caught.value) == '\n'.join(caught.value.problems)
+    return caught.value.problems
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+
+def test_plan_of_three_cameras(three_camera_file: Path, tmp_path: Path):
+    plan = node_plan(load_config(str(three_camera_file), environ=ENV), environ={})
+    front, back, yard, detector = plan.nodes
+    assert [(n.executable, n.name, n.namespace, n.fqn, n.label) for n in plan.nodes] == [
+        (CAMERA_EXECUTABLE, 'camera_node', '/front', '/front/camera_node', 'front'),
+        (CAMERA_EXECUTABLE, 'camera_node', '/back_2', '/back_2/camera_node', 'back_2'),
+        (CAMERA_EXECUTABLE, 'camera_node', '/yard', '/yard/camera_node', 'yard'),
+        (DETECTOR_EXECUTABLE, 'detector', '/', '/detector', 'detector')]
+    assert plan.cameras == (front, back, yard) and plan.detector is detector
+    # Defaults merged with each camera's overrides (override wins), ints made floats.
+    assert front.parameters == {'url': f'rtsp://admin:{SECRET}@10.0.0.5:554/stream1',
+                                'fps': 10.0, 'rtsp_transport': 'udp'}
+    assert isinstance(front.parameters['fps'], float)
+    assert back.parameters == {'url': 'rtsp://viewer@10.0.0.6/live', 'fps': 5.5,
+                               'rtsp_transport': 'udp', 'password_env': 'CAM_PASSWORD',
+                               'width': 640}
+    # Relative paths are relative to the file, and planned absolute.
+    assert yard.parameters == {'url': str(tmp_path / 'clips' / 'yard.mp4'), 'fps': 10.0,
+                               'rtsp_transport': 'udp',
+                               'camera_info_url': str(tmp_path / 'calib' / 'yard.yaml'),
+                               'loop': False}
+    # The detector: cameras filled in, model: flattened, empty lists left out.
+    assert detector.parameters == {
+        'cameras': ['/front', '/back_2', '/yard'], 'model.backend': 'torchscript',
+        'model.path': str(tmp_path / 'models' / 'det.torchscript'),
+        'model.class_names': ['person', 'car'], 'device': 'cpu', 'max_batch_size': 3}
+    assert [(n.respawn, n.required) for n in plan.nodes] == [(True, False)] * 3 + [(False, True)]
+    assert all(n.package == 'multicam_ros' for n in plan.nodes)
+    assert plan.environment == {FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
+    assert set(plan.secrets) >= {SECRET}
+
+
+def test_every_planned_parameter_is_a_node_parameter(three_camera_file: Path):
+    plan = node_plan(load_config(str(three_camera_file), environ=ENV))
+    camera_names = {spec.name for spec in CAMERA_PARAMS}
+    detector_names = {spec.name for spec in DETECTOR_PARAMS}
+    for node in plan.cameras:
+        assert set(node.parameters) <= camera_names
+    assert set(plan.detector.parameters) <= detector_names
+
+
+def test_plan_without_detector(three_camera_file: Path):
+    plan = node_plan(load_config(str(three_camera_file), environ=ENV), detector=False)
+    assert [n.executable for n in plan.nodes] == [CAMERA_EXECUTABLE] * 3
+    assert plan.detector is None
+
+
+def test_passwords_never_in_printed_plan(three_camera_file: Path):
+    plan = node_plan(load_config(str(three_camera_file), environ=ENV))
+    text = '\n'.join(plan.describe()) + repr(plan) + repr(load_config(
+        str(three_camera_file), environ=ENV))
+    assert SECRET not in text
+    assert 'rtsp://admin:***@10.0.0.5:554/stream1' in text
+    assert '/detector (detector_node): cameras=[/front,/back_2,/yard]' in text
+
+
+def test_password_from_environment_is_redacted_wherever_it_appears(tmp_path: Path):
+    config = load_config(str(write(tmp_path, """
+        cameras:
+          - name: cam
+            url: rtsp://viewer@10.0.0.6/live
+            password_env: CAM_PASSWORD
+        """)), environ=ENV)
+    plan = node_plan(config)
+    assert SECRET in plan.secrets
+    assert SECRET not in str(plan.describe())
+
+
+def test_shipped_example_is_valid():
+    plan = node_plan(load_config(str(REPO / 'config' / 'cams.yaml'), environ={}), environ={})
+    assert [n.fqn for n in plan.nodes] == ['/cam0/camera_node', '/cam1/camera_node',
+                                           '/cam2/camera_node', '/detector']
+    assert plan.environment == {FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
+
+
+def test_device_index_and_absolute_video_file(tmp_path: Path):
+    clip = tmp_path / 'clip.mp4'
+    clip.write_bytes(b'x')
+    config = load_config(str(write(tmp_path, f"""
+        cameras:
+          - {{name: usb, url: 0}}
+          - {{name: dev, url: /dev/video2}}
+          - {{name: clip, url: 'file://{clip}'}}
+        """)))
+    assert [c.parameters['url'] for c in config.cameras] == ['0', '/dev/video2', str(clip)]
+
+
+def test_minimal_file_and_empty_sections(tmp_path: Path):
+    config = load_config(str(write(tmp_path, """
+        cameras: [{name: a, url: 'rtsp://h/x'}]
+        camera_defaults:
+        detector:
+        transport:
+        """)))
+    plan = node_plan(config, environ={})
+    assert plan.detector.parameters == {'cameras': ['/a']}
+    assert plan.cameras[0].parameters == {'url': 'rtsp://h/x'}
+
+
+def test_valid_names_are_valid_ros_namespaces(tmp_path: Path):
+    """Every name the file accepts is accepted by ROS itself as a namespace."""
+    from rclpy.validate_namespace import validate_namespace
+    names = ['a', 'A_b', '_x', 'cam_01', 'x' * 64]
+    config = load_config(str(write(tmp_path, 'cameras:\n' + ''.join(
+        f'  - {{name: {n}, url: "rtsp://h/{i}"}}\n' for i, n in enumerate(names)))))
+    for camera in config.cameras:
+        assert validate_namespace('/' + camera.name)
+
+
+# -- transport environment ----------------------------------------------------------------------
+
+
+def test_packaged_profile_exists_and_is_the_default():
+    assert Path(packaged_fastdds_profile()).is_file()
+    assert transport_environment('package', {}) == {
+        FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
+
+
+@pytest.mark.parametrize('environ', [
+    {'FASTDDS_DEFAULT_PROFILES_FILE': '/etc/my_profile.xml'},
+    {'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'},
+    {'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'},
+])
+@pytest.mark.parametrize('profile', ['package', 'none', '/abs/profile.xml'])
+def test_the_starters_environment_has_the_last_word(environ, profile):
+    assert transport_environment(profile, environ) == {}
+
+
+def test_transport_section(tmp_path: Path):
+    own = tmp_path / 'dds' / 'mine.xml'
+    own.parent.mkdir()
+    own.write_text('<dds/>')
+    base = "cameras: [{name: a, url: 'rtsp://h/x'}]\n"
+    none = load_config(str(write(tmp_path, base + 'transport: {fastdds_profile: none}\n')))
+    assert node_plan(none, environ={}).environment == {'FASTDDS_BUILTIN_TRANSPORTS': 'DEFAULT'}
+    mine = load_config(str(write(tmp_path, base + 'transport: {fastdds_profile: dds/mine.xml}\n')))
+    assert node_plan(mine, environ={}).environment == {FASTDDS_PROFILE_ENV: str(own)}
+    assert node_plan(mine, environ={'RMW_IMPLEMENTATION': 'rmw_fastrtps_dynamic_cpp'}
+                     ).environment == {FASTDDS_PROFILE_ENV: str(own)}
+
+
+# -- bad configurations: each gives ONE message naming the entry and key -------------------------
+
+CAM = "cameras:\n  - name: front\n    url: rtsp://h/x\n"
+
+
+BAD_CONFIGS = {
+    # file level
+    'top level not a mapping': ('- a\n- b\n', "cams.yaml: expected a mapping with keys cameras"),
+    'unknown top-level key': (CAM + 'detectors: {}\n',
+                              "cams.yaml: unknown key 'detectors' (did you mean 'detector'?); "
+                              "known: cameras, camera_defaults, detector, transport"),
+    'key given twice': (CAM + 'detector: {}\ndetector: {}\n',
+                        "cams.yaml: not valid YAML at line 5, column 1: key 'detector' is given "
+                        "twice in one mapping"),
+    'not YAML': ('cameras: [a\n  b: c]\n', "cams.yaml: not valid YAML at line 2, column 4: "
+                 "while parsing a flow sequence; expected ',' or ']', but got ':'"),
+    # cameras list
+    'cameras missing': ('detector: {}\n', 'cams.yaml: cameras: missing; list the cameras'),
+    'cameras empty': ('cameras: []\n', 'cams.yaml: cameras: empty; list at least one camera'),
+    'cameras not a list': ('cameras: {name: a}\n',
+                           'cams.yaml: cameras: expected a list of cameras; got dict'),
+    'camera not a mapping': ('cameras: [rtsp://h/x]\n',
+                             "cams.yaml: cameras[0]: expected a mapping with name and url; "
+                             "got str 'rtsp://h/x'"),
+    # names
+    'name missing': ('cameras: [{url: rtsp://h/x}]\n',
+                     'cams.yaml: cameras[0]: name: missing'),
+    'name starts with a digit': ("cameras: [{name: 1cam, url: 'rtsp://h/x'}]\n",
+                                 "cams.yaml: cameras[0]: name: '1cam' is not a valid ROS name"),
+    'name with a dash': ("cameras: [{name: front-left, url: 'rtsp://h/x'}]\n",
+                         "cams.yaml: cameras[0]: name: 'front-left' is not a valid ROS name"),
+    'name with a slash': ("cameras: [{name: site/front, url: 'rtsp://h/x'}]\n",
+                          "cams.yaml: cameras[0]: name: 'site/front' is not a valid ROS name"),
+    'name empty': ("cameras: [{name: '', url: 'rtsp://h/x'}]\n",
+                   "cams.yaml: cameras[0]: name: '' is not a valid ROS name"),
+    'name a number': ("cameras: [{name: 7, url: 'rtsp://h/x'}]\n",
+                      "cams.yaml: cameras[0]: name: 7 is not a valid ROS name"),
+    'name too long': (f"cameras: [{{name: {'x' * 65}, url: 'rtsp://h/x'}}]\n",
+                      'is not a valid ROS name: use letters, digits and _, not starting with a '
+                      'digit, at most 64 characters'),
+    'duplicate names': (CAM + '  - name: front\n    url: rtsp://h/y\n',
+                        "cams.yaml: cameras[1]: name: 'front' is already the name of "
+                        "cameras[0]; camera names must be unique"),
+    # camera keys
+    'unknown camera key': (CAM + '  - {name: back, url: rtsp://h/y}\n'
+                           '  - {name: yard, url: rtsp://h/z, fsp: 5}\n',
+                           "cams.yaml: cameras[2] (name 'yard'): unknown key 'fsp' (did you "
+                           "mean 'fps'?); known: name, url, password_env"),
+    'url missing': ('cameras: [{name: a, fps: 5.0}]\n',
+                    "cams.yaml: cameras[0] (name 'a'): url: missing; accepted: rtsp://"),
+    'url not a string': ("cameras: [{name: a, url: [x]}]\n",
+                         "cams.yaml: cameras[0] (name 'a'): url: ['x'] is not a string"),
+    'url one slash': ("cameras: [{name: a, url: 'rtsp:/host/x'}]\n",
+                      "cams.yaml: cameras[0] (name 'a'): url: malformed URL"),
+    'url without host': ("cameras: [{name: a, url: 'rtsp:///x'}]\n",
+                         "cams.yaml: cameras[0] (name 'a'): url: a rtsp:// URL needs a host"),
+    'url bad port': ("cameras: [{name: a, url: 'rtsp://h:99999/x'}]\n",
+                     "cams.yaml: cameras[0] (name 'a'): url: the port must be a number"),
+    'url with a space': ("cameras: [{name: a, url: 'rtsp://h /x'}]\n",
+                         "cams.yaml: cameras[0] (name 'a'): url: a URL may not contain "
+                         "whitespace"),
+    'url unknown scheme': ("cameras: [{name: a, url: 'ftp://h/x'}]\n",
+                           "cams.yaml: cameras[0] (name 'a'): url: unsupported scheme 'ftp'"),
+    'video file missing': ("cameras: [{name: a, url: clips/none.mp4}]\n",
+                           "cams.yaml: cameras[0] (name 'a'): url: no such video file"),
+    'password_env not set': ("cameras: [{name: a, url: 'rtsp://u@h/x', "
+                             "password_env: NO_SUCH_VARIABLE}]\n",
+                             "cams.yaml: cameras[0] (name 'a'): password_env: environment "
+                             "variable NO_SUCH_VARIABLE is not set"),
+    'password_env and a password': ("cameras: [{name: a, url: 'rtsp://u:pw@h/x', "
+                                    "password_env: CAM_PASSWORD}]\n",
+                                    "cams.yaml: cameras[0] (name 'a'): url already contains a "
+                                    "password"),
+    'password_env without user': ("cameras: [{name: a, url: 'rtsp://h/x', "
+                                  "password_env: CAM_PASSWORD}]\n",
+                                  "cams.yaml: cameras[0] (name 'a'): password_env needs a user "
+                                  "name in url"),
+    # camera parameter types and ranges (ParamSpec.check)
+    'fps not a number': ("cameras: [{name: a, url: 'rtsp://h/x', fps: fast}]\n",
+                         "cams.yaml: cameras[0] (name 'a'): fps: 'fast' is not a number from "
+                         "0 to 1000"),
+    'fps negative': ("cameras: [{name: a, url: 'rtsp://h/x', fps: -1}]\n",
+                     "cams.yaml: cameras[0] (name 'a'): fps: -1.0 is not a number from 0 to "
+                     "1000"),
+    'width a float': ("cameras: [{name: a, url: 'rtsp://h/x', width: 640.5}]\n",
+                      "cams.yaml: cameras[0] (name 'a'): width: 640.5 is not an integer"),
+    'width too large': ("cameras: [{name: a, url: 'rtsp://h/x', width: 20000}]\n",
+                        "cams.yaml: cameras[0] (name 'a'): width: 20000 is not an integer "
+                        "from 0 to 16384"),
+    'loop not a bool': ("cameras: [{name: a, url: 'rtsp://h/x', loop: sometimes}]\n",
+                        "cams.yaml: cameras[0] (name 'a'): loop: 'sometimes' is not true or "
+                        "false"),
+    'encoding choice': ("cameras: [{name: a, url: 'rtsp://h/x', encoding: yuv422}]\n",
+                        "cams.yaml: cameras[0] (name 'a'): encoding: 'yuv422' is not one of "
+                        "'bgr8', 'rgb8', 'mono8'"),
+    'rtsp_transport choice': ("cameras: [{name: a, url: 'rtsp://h/x', rtsp_transport: http}]\n",
+                              "cams.yaml: cameras[0] (name 'a'): rtsp_transport: 'http' is not "
+                              "one of 'tcp', 'udp'"),
+    'timeout zero': ("cameras: [{name: a, url: 'rtsp://h/x', open_timeout_s: 0}]\n",
+                     "cams.yaml: cameras[0] (name 'a'): open_timeout_s: 0.0 is not a number "
+                     "from 0.1 to 600"),
+    'reconnect delays crossed': ("cameras: [{name: a, url: 'rtsp://h/x', "
+                                 "reconnect_delay_min_s: 20.0}]\n",
+                                 "cams.yaml: cameras[0] (name 'a'): reconnect_delay_min_s (20) "
+                                 "must not exceed reconnect_delay_max_s (10)"),
+    'calibration file missing': ("cameras: [{name: a, url: 'rtsp://h/x', "
+                                 "camera_info_url: calib/none.yaml}]\n",
+                                 "cams.yaml: cameras[0] (name 'a'): camera_info_url: no such "
+                                 "file:"),
+    # camera defaults
+    'defaults with url': (CAM + 'camera_defaults: {url: rtsp://h/x}\n',
+                          'cams.yaml: camera_defaults: url is set per camera'),
+    'defaults unknown key': (CAM + 'camera_defaults: {heigth: 480}\n',
+                             "cams.yaml: camera_defaults: unknown key 'heigth' (did you mean "
+                             "'height'?)"),
+    'defaults bad value': (CAM + 'camera_defaults: {reliability: sometimes}\n',
+                           "cams.yaml: camera_defaults: reliability: 'sometimes' is not one of "
+                           "'reliable', 'best_effort'"),
+    'defaults not a mapping': (CAM + 'camera_defaults: [fps]\n',
+                               'cams.yaml: camera_defaults: expected a mapping of keys; got '
+                               'list'),
+    'defaults crossing a camera': (CAM + 'camera_defaults: {reconnect_delay_max_s: 0.1}\n',
+                                   "cams.yaml: cameras[0] (name 'front'): reconnect_delay_min_s "
+                                   "(0.5) must not exceed reconnect_delay_max_s (0.1)"),
+    # detector
+    'detector unknown key': (CAM + 'detector: {devise: cpu}\n',
+                             "cams.yaml: detector: unknown key 'devise' (did you mean "
+                             "'device'?); known: model.backend"),
+    'detector unknown model key': (CAM + 'detector: {model: {pth: m.pt}}\n',
+                                   "cams.yaml: detector: unknown key 'model.pth' (did you mean "
+                                   "'model.path'?)"),
+    'detector model not a mapping': (CAM + 'detector: {model: yolo}\n',
+                                     'cams.yaml: detector: model: expected a mapping of model '
+                                     'settings'),
+    'detector cameras given': (CAM + 'detector: {cameras: [/front]}\n',
+                               'cams.yaml: detector: cameras: filled in from the cameras list'),
+    'detector key nested and dotted': (CAM + 'detector:\n  model: {backend: torchscript}\n'
+                                       '  model.backend: torchvision\n',
+                                       'cams.yaml: detector: model.backend: given twice'),
+    'detector backend choice': (CAM + 'detector: {model: {backend: onnx}}\n',
+                                "cams.yaml: detector: model.backend: 'onnx' is not one of "
+                                "'torchvision', 'torchscript', 'ultralytics'"),
+    'detector batch range': (CAM + 'detector: {max_batch_size: 0}\n',
+                             'cams.yaml: detector: max_batch_size: 0 is not an integer from 1 '
+                             'to 256'),
+    'detector threshold range': (CAM + 'detector: {confidence_threshold: 1.5}\n',
+                                 'cams.yaml: detector: confidence_threshold: 1.5 is not a '
+                                 'number from 0 to 1'),
+    'detector class names type': (CAM + 'detector: {model: {class_names: person}}\n',
+                                  "cams.yaml: detector: model.class_names: 'person' is not a "
+                                  "list of strings"),
+    'detector half type': (CAM + 'detector: {half: 1}\n',
+                           'cams.yaml: detector: half: 1 is not true or false'),
+    'detector not a mapping': (CAM + 'detector: yes\n',
+                               'cams.yaml: detector: expected a mapping of keys; got bool True'),
+    # transport
+    'transport unknown key': (CAM + 'transport: {profile: package}\n',
+                              "cams.yaml: transport: unknown key 'profile' (did you mean "
+                              "'fastdds_profile'?); known: fastdds_profile"),
+    'transport profile missing': (CAM + 'transport: {fastdds_profile: none.xml}\n',
+                                  'cams.yaml: transport: fastdds_profile: no such file:'),
+    'transport profile type': (CAM + 'transport: {fastdds_profile: 3}\n',
+                               "cams.yaml: transport: fastdds_profile: 3 is not 'package', "
+                               "'none' or the path of a Fast DDS XML profile"),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_CONFIGS))
+def test_bad_config_gives_one_clear_message(tmp_path: Path, case: str):
+    text, expected = BAD_CONFIGS[case]
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1, problems
+    assert expected in problems[0].replace(str(tmp_path) + os.sep, ''), problems[0]
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match='none.yaml: cannot read: No such file'):
+        load_config(str(tmp_path / 'none.yaml'))
+
+
+def test_every_problem_reported_at_once(tmp_path: Path):
+    problems = problems_of(tmp_path, """
+        cameras:
+          - {name: 1a, url: 'rtsp://h/x'}
+          - {name: b, url: 'rtsp:/h', fsp: 3}
+        detector: {devise: cpu}
+        transport: {x: 1}
+        """)
+    assert [p.split(': ')[1] for p in problems] == [
+        'cameras[0]', "cameras[1] (name 'b')", "cameras[1] (name 'b')", 'detector',
+        'transport']
+
+
+@pytest.mark.parametrize('text', [
+    "cameras: [{name: a, url: 'rtsp://u:{s}@h /x'}]\n",  # malformed URL with a password
+    "cameras: [{name: a, url: 'rtsp://h/x', frame_id: ['rtsp://u:{s}@h/x']}]\n",
+    "cameras: ['rtsp://u:{s}@h/x']\n",
+    "cameras: [{name: a, url: 'rtsp://u:{s}@h/x', password_env: CAM_PASSWORD}]\n",
+])
+def test_passwords_never_in_messages(tmp_path: Path, text: str):
+    problems = problems_of(tmp_path, text.replace('{s}', SECRET))
+    assert problems and SECRET not in '\n'.join(problems)
+
+
+def test_nothing_is_planned_from_an_invalid_file(tmp_path: Path):
+    """load_config raises, so there is no Config for node_plan to start."""
+    with pytest.raises(ConfigError):
+        node_plan(load_config(str(write(tmp_path, 'cameras: []\n'))))
+
+
+def test_parse_switch():
+    assert parse_switch('true', 'detector') is True
+    assert parse_switch('False', 'detector') is False
+    with pytest.raises(ValueError, match="detector: 'yes' is not 'true' or 'false'"):
+        parse_switch('yes', 'detector')
+
+
+def test_config_module_is_ros_free():
+    import subprocess
+    code = ('import sys, multicam_ros.config; '
+            'assert not [m for m in sys.modules if m.startswith(("rclpy", "launch"))]')
+    subprocess.run([sys.executable, '-c', code], check=True)

@@ -1,0 +1,245 @@
+"""Model back-ends with real torch models on the CPU: torchvision architectures with random
+weights, device resolution, and the errors that name the parameter at fault."""
+import importlib.util
+import logging
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from multicam_ros.models import ModelConfig, load_detector, resolve_device
+from multicam_ros.models.torchvision_backend import supported_names
+
+ARCHITECTURES = ['fasterrcnn_mobilenet_v3_large_320_fpn', 'fasterrcnn_mobilenet_v3_large_fpn',
+                 'ssdlite320_mobilenet_v3_large', 'retinanet_resnet50_fpn_v2',
+                 'fcos_resnet50_fpn']
+SLOW = {'fasterrcnn_mobilenet_v3_large_fpn', 'retinanet_resnet50_fpn_v2', 'fcos_resnet50_fpn'}
+
+
+@pytest.fixture
+def no_cuda():
+    """These tests check the behaviour without a GPU; `make test` hides GPUs for the suite."""
+    if torch.cuda.is_available():
+        pytest.fail('this test needs a machine without CUDA: run it with CUDA_VISIBLE_DEVICES= '
+                    '(as `make test` does)')
+
+
+def _frames(*sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in sizes]
+
+
+def _config(**overrides) -> ModelConfig:
+    settings = dict(backend='torchvision', name='ssdlite320_mobilenet_v3_large',
+                    weights='none', device='cpu', confidence_threshold=0.0)
+    settings.update(overrides)
+    return ModelConfig(**settings)
+
+
+@pytest.mark.parametrize('name', ARCHITECTURES)
+def test_torchvision_architecture_runs_a_mixed_batch_in_one_forward(name, caplog):
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING):
+        detector = load_detector(_config(name=name, max_detections=20))
+    assert 'RANDOM weights' in caplog.text and 'MEANINGLESS' in caplog.text
+    assert detector.device == 'cpu' and name in detector.description
+    assert len(detector.class_names) == 91 and detector.class_names[1] == 'person'
+    assert detector.memory_bytes() > 1_000_000
+    if name in SLOW:  # the R-CNN-style resize scales inputs to 800 px: keep the test quick
+        detector.model.transform.min_size = (96,)
+        detector.model.transform.max_size = 160
+        sizes = [(64, 48), (40, 60)]
+    else:
+        sizes = [(320, 240), (200, 300), (320, 240)]
+    calls = []
+    detector.model.register_forward_hook(lambda *args: calls.append(1))
+    results = detector.infer(_frames(*sizes))
+    assert len(calls) == 1
+    assert len(results) == len(sizes)
+    assert sum(len(result) for result in results) > 0
+    for (width, height), result in zip(sizes, results):
+        assert len(result) <= 20
+        assert result.boxes_xyxy.shape == (len(result), 4)
+        assert result.boxes_xyxy.dtype == np.float32 and result.class_ids.dtype == np.int64
+        assert np.all(result.boxes_xyxy >= 0)
+        assert np.all(result.boxes_xyxy[:, [0, 2]] <= width)
+        assert np.all(result.boxes_xyxy[:, [1, 3]] <= height)
+        assert np.all(np.diff(result.scores) <= 0)  # best first
+        assert np.all((result.class_ids >= 0) & (result.class_ids < 91))
+
+
+def test_threshold_and_classes_filter_apply_to_torchvision_output():
+    torch.manual_seed(0)
+    frames = _frames((320, 240), (240, 320))
+    everything = load_detector(_config()).infer(frames)
+    torch.manual_seed(0)
+    people = load_detector(_config(classes=('person', 'car'))).infer(frames)
+    for result in people:
+        assert len(result) > 0 and set(result.class_ids.tolist()) <= {1, 3}
+    # Random SSDlite scores every box alike (1/91): at that threshold all stay, above none.
+    score = float(everything[0].scores.min())
+    for threshold, kept in ((score, len(everything[0])), (score + 1e-4, 0)):
+        torch.manual_seed(0)
+        [result, _] = load_detector(_config(confidence_threshold=threshold)).infer(frames)
+        assert len(result) == kept and np.all(result.scores >= threshold)
+    with pytest.raises(ValueError, match=r"parameter classes: unknown .*'unicorn'.*'person'"):
+        load_detector(_config(classes=('unicorn',)))
+
+
+def test_weights_file_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(1)
+    original = load_detector(_config())
+    path = tmp_path / 'ssdlite.pth'
+    torch.save(original.model.state_dict(), path)
+    checkpoint = tmp_path / 'checkpoint.pth'
+    torch.save({'model': original.model.state_dict(), 'epoch': 3}, checkpoint)
+    frames = _frames((320, 240), (200, 300))
+    expected = original.infer(frames)
+    for weights in (path, checkpoint):
+        torch.manual_seed(2)  # a different random start: the file must overwrite it
+        loaded = load_detector(_config(weights=str(weights)))
+        assert str(weights) in loaded.description
+        for want, got in zip(expected, loaded.infer(frames)):
+            np.testing.assert_array_equal(got.boxes_xyxy, want.boxes_xyxy)
+            np.testing.assert_array_equal(got.scores, want.scores)
+            np.testing.assert_array_equal(got.class_ids, want.class_ids)
+
+
+def test_own_class_names_set_the_class_count(tmp_path):
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('__background__\ncat\ndog\n')
+    detector = load_detector(_config(labels_file=str(labels), classes=('dog',)))
+    assert detector.class_names == ['__background__', 'cat', 'dog']
+    for result in detector.infer(_frames((160, 120))):
+        assert set(result.class_ids.tolist()) <= {2}
+    path = tmp_path / 'three.pth'
+    torch.save(detector.model.state_dict(), path)
+    with pytest.raises(ValueError, match=r'model.weights.*does not fit.*91 classes'):
+        load_detector(_config(weights=str(path)))  # COCO's 91 classes: the file has 3
+    assert len(load_detector(_config(weights=str(path), labels_file=str(labels))).class_names) == 3
+    with pytest.raises(ValueError, match=r'model.class_names: 3 names.*DEFAULT.*91'):
+        load_detector(_config(weights='DEFAULT', class_names=('a', 'b', 'c')))
+
+
+def test_bad_weights_files_name_model_weights(tmp_path):
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    pickled_model = tmp_path / 'pickled.pth'
+    torch.save(torch.nn.Linear(2, 2), pickled_model)
+    other = tmp_path / 'other.pth'
+    torch.save(torch.nn.Linear(2, 2).state_dict(), other)
+    cases = [(tmp_path / 'absent.pth', 'is not a file'),
+             (garbage, 'is not a PyTorch weights file'),
+             (pickled_model, 'full pickled model.*state_dict'),
+             (other, 'does not fit model.name ssdlite320_mobilenet_v3_large'),
+             ('', 'empty')]
+    for path, words in cases:
+        with pytest.raises(ValueError, match=f'parameter model.weights: .*{words}'):
+            load_detector(_config(weights=str(path)))
+
+
+def test_default_weights_without_network_say_so(tmp_path, monkeypatch):
+    """DEFAULT downloads into the torch hub cache; an empty cache and an unreachable proxy
+    stand for a machine without network."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    for variable in ('https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'):
+        monkeypatch.setenv(variable, 'http://127.0.0.1:9')
+    monkeypatch.delenv('no_proxy', raising=False)
+    monkeypatch.delenv('NO_PROXY', raising=False)
+    with pytest.raises(ValueError, match=r'model.weights: DEFAULT: could not fetch.*'
+                                         r'download.pytorch.org.*local file'):
+        load_detector(_config(weights='DEFAULT'))
+
+
+def test_unknown_backend_and_model_name():
+    with pytest.raises(ValueError, match=r"model.backend: 'onnx' is not one of 'torchvision'"):
+        load_detector(_config(backend='onnx'))
+    with pytest.raises(ValueError, match=r"model.name: 'yolo9000'.*fcos_resnet50_fpn"):
+        load_detector(_config(name='yolo9000'))
+    assert set(ARCHITECTURES) <= set(supported_names())
+    with pytest.raises(ValueError, match=r'parameter input_size'):
+        load_detector(_config(input_size=8))
+
+
+def test_device_resolution_without_cuda(no_cuda, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert resolve_device('auto') == 'cpu'
+    assert 'device auto' in caplog.text and 'CPU' in caplog.text
+    assert resolve_device('cpu') == 'cpu'
+    for requested in ('cuda', 'cuda:0', 'cuda:1'):
+        with pytest.raises(ValueError, match=r'parameter device: .*CUDA is not available'):
+            resolve_device(requested)
+    for requested in ('gpu', 'cuda:x', 'cuda:-1', ''):
+        with pytest.raises(ValueError, match=r"parameter device: .*'auto', 'cpu', 'cuda'"):
+            resolve_device(requested)
+    with pytest.raises(ValueError, match='parameter device'):
+        load_detector(_config(device='cuda'))
+
+
+def test_half_on_cpu_is_ignored_with_a_warning(no_cuda, caplog):
+    with caplog.at_level(logging.WARNING):
+        detector = load_detector(_config(half=True))
+    assert 'half' in caplog.text and not detector.half
+    assert next(detector.model.parameters()).dtype == torch.float32
+    assert len(detector.infer(_frames((96, 64)))) == 1
+
+
+def test_bad_model_path_names_model_path(tmp_path):
+    garbage = tmp_path / 'garbage.pt'
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    state_dict = tmp_path / 'weights.pt'
+    torch.save(torch.nn.Linear(2, 2).state_dict(), state_dict)
+    cases = [('', 'empty'), (tmp_path / 'absent.pt', 'is not a file'),
+             (tmp_path, 'is not a file'), (garbage, 'cannot load'),
+             (state_dict, 'cannot load.*not an exported model')]
+    for path, words in cases:
+        with pytest.raises(ValueError, match=f'parameter model.path: .*{words}'):
+            load_detector(_config(backend='torchscript', path=str(path)))
+
+
+def test_torchscript_backend_warns_nothing_about_deprecation(tmp_path):
+    class Tiny(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return images.mean(1).reshape(images.shape[0], -1, 8)[:, :32, :6] * 0 + 0.9
+
+    path = str(tmp_path / 'tiny.pt')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)
+        torch.jit.script(Tiny()).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)
+        warnings.simplefilter('error', DeprecationWarning)
+        detector = load_detector(_config(backend='torchscript', path=path, input_size=64))
+    assert detector.class_names == ['class_0', 'class_1'] and detector.memory_bytes() == 0
+
+
+def test_ultralytics_is_an_optional_extra_with_a_clear_error(tmp_path):
+    missing = str(tmp_path / 'yolov8n.pt')
+    if importlib.util.find_spec('ultralytics') is None:  # as installed by `make setup`
+        expected = r"model.backend: 'ultralytics'.*pip install ultralytics"
+    else:
+        expected = 'model.path'
+    with pytest.raises(ValueError, match=expected):
+        load_detector(_config(backend='ultralytics', path=missing))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('half', [False, True])
+def test_torchvision_on_cuda(half):
+    assert resolve_device('auto') == 'cuda:0' and resolve_device('cuda') == 'cuda:0'
+    with pytest.raises(ValueError, match=r"parameter device: 'cuda:99'.*cuda:0 to"):
+        resolve_device('cuda:99')
+    torch.manual_seed(0)
+    detector = load_detector(_config(name='fasterrcnn_mobilenet_v3_large_320_fpn',
+                                     device='cuda', half=half))
+    assert detector.device == 'cuda:0' and detector.half == half
+    assert next(detector.model.parameters()).device.type == 'cuda'
+    sizes = [(1920, 1080), (640, 480), (480, 640)]
+    results = detector.infer(_frames(*sizes))
+    assert len(results) == 3 and sum(len(result) for result in results) > 0
+    for (width, height), result in zip(sizes, results):
+        assert result.boxes_xyxy.dtype == np.float32
+        assert np.all(result.boxes_xyxy >= 0)
+        assert np.all(result.boxes_xyxy[:, [0, 2]] <= width)
+        assert np.all(result.boxes_xyxy[:, [1, 3]] <= height)
