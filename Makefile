@@ -2,10 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-gpu lint clean help
+.PHONY: setup demo test test-gpu lint clean help
 
 help:
 	@echo "make setup   install everything into $(VENV) (Debian packages, ROS 2 wheels, torch)"
+	@echo "make demo    four live test cameras, one shared detector, until Ctrl-C"
 	@echo "make test    run the whole test suite"
 	@echo "make test-gpu  run the CUDA tests (needs a GPU)"
 	@echo "make lint    flake8 at 99 columns"
@@ -15,6 +16,9 @@ setup:
 
 $(PY):
 	@echo "$(PY) not found: run 'make setup' first" >&2; exit 1
+
+demo: $(PY)
+	$(VENV)/bin/multicam-ros demo
 
 # The suite runs on the CPU everywhere (CI has no GPU): GPUs are hidden from it.
 test: $(PY)

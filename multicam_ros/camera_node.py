@@ -9,7 +9,6 @@ import os
 import sys
 import threading
 import time
-from importlib import resources
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -19,6 +18,7 @@ from std_msgs.msg import Header
 
 from multicam_ros.calibration import Calibration, load_calibration, uncalibrated
 from multicam_ros.capture import CaptureOptions, CaptureState, CaptureWorker, Frame
+from multicam_ros.config import PROFILE_PACKAGE, transport_environment
 from multicam_ros.frames import make_no_signal_frame, output_size, prepare_frame
 from multicam_ros.node_main import declare_params, image_qos, on_param_change, run_node
 from multicam_ros.params import CAMERA_PARAMS
@@ -27,8 +27,6 @@ from multicam_ros.ros_convert import camera_info_from_calibration, image_from_ar
 from multicam_ros.sources import native_log_warning, validate_source
 from multicam_ros.stats import LatencyWindow, RateLimiter, RateMeter
 
-FASTDDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
-FASTDDS_BUILTIN_TRANSPORTS_ENV = 'FASTDDS_BUILTIN_TRANSPORTS'
 NO_SIGNAL_PERIOD_S = 1.0
 FALLBACK_SIZE = (640, 480)  # NO SIGNAL size before any frame, when nothing else says a size
 
@@ -232,16 +230,10 @@ class CameraNode(Node):
 
 
 def use_large_frame_transport() -> None:
-    """Load the package's Fast DDS profile (large shared-memory segments) unless the user chose
-    a transport: a profile of their own (FASTDDS_DEFAULT_PROFILES_FILE) or a builtin transport
-    (FASTDDS_BUILTIN_TRANSPORTS, e.g. LARGE_DATA), which they then get exactly, untouched.
-    Must run before rclpy.init: Fast DDS reads it when the participant is made."""
-    if os.environ.get(FASTDDS_PROFILE_ENV) or os.environ.get(FASTDDS_BUILTIN_TRANSPORTS_ENV):
-        return
-    if not os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp').startswith('rmw_fastrtps'):
-        return
-    profile = resources.files('multicam_ros') / 'resources' / 'fastdds_large_frames.xml'
-    os.environ[FASTDDS_PROFILE_ENV] = str(profile)
+    """Load the package's Fast DDS large-frame profile unless whoever started this process chose
+    a transport (config.transport_environment). Must run before rclpy.init: Fast DDS reads the
+    variables when the participant is made."""
+    os.environ.update(transport_environment(PROFILE_PACKAGE, os.environ))
 
 
 def main(args=None) -> int:

@@ -22,6 +22,11 @@ def _launch(args: argparse.Namespace) -> int:
                        dry_run=args.dry_run)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from multicam_ros.demo import demo_main
+    return demo_main(port=args.port, weights=args.weights)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='multicam-ros',
@@ -60,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help='check the file and print the plan (passwords hidden), start '
                              'nothing')
     launch.set_defaults(func=_launch)
+
+    demo = sub.add_parser(
+        'demo', help='the whole system on four live test streams (make demo)',
+        description='Serve four RTSP test streams and run config/demo.yaml on them: four '
+                    'camera nodes and one detector, with the status table, until Ctrl-C.')
+    demo.add_argument('--port', type=int, default=8554, help='RTSP port (default 8554)')
+    demo.add_argument('--weights', choices=('auto', 'default', 'none'), default='auto',
+                      help='auto: the published COCO weights if cached, else random ones '
+                           '(said loudly); default: let torchvision download them; none: '
+                           'random weights')
+    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -124,7 +124,11 @@ class DetectorNode(Node):
 
         self._worker = InferenceWorker(
             self._collector, self._detector, self._on_result, p['max_batch_size'],
-            on_error=lambda text: self.get_logger().error(text)).start()
+            on_error=self._on_worker_error).start()
+
+    def _on_worker_error(self, text: str) -> None:
+        if not self._stopping.is_set():  # errors while shutting down are expected, not news
+            self.get_logger().error(text)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -235,6 +239,7 @@ class DetectorNode(Node):
             header=Header(stamp=self.get_clock().now().to_msg()), status=statuses))
 
     def destroy_node(self) -> None:
+        self._stopping.set()
         if self._worker is not None:
             self._worker.stop()
         super().destroy_node()

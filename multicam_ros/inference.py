@@ -61,8 +61,16 @@ class InferenceWorker:
             self.inference_time.add(time.monotonic() - started_s)
             with self._lock:
                 self.batch_sizes[len(batch)] += 1
-            for (camera, frame), detections in zip(batch, results):
-                self._on_result(camera, frame, detections)
+            try:
+                for (camera, frame), detections in zip(batch, results):
+                    self._on_result(camera, frame, detections)
+            except Exception as exc:  # noqa: BLE001 - e.g. publishing while shutting down
+                if self._stop.is_set():
+                    return
+                text = f'publishing results failed: {type(exc).__name__}: {exc}'
+                if text != last_error:
+                    self._on_error(text)
+                    last_error = text
 
     def batch_summary(self) -> dict:
         """Counts of batches by size, largest and mean size, total batches."""
