@@ -6,7 +6,7 @@ the launch configuration is validated against the same specs, so they cannot dis
 """
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,6 @@ _TYPE_WORDS = {bool: 'true or false', int: 'an integer', float: 'a number', str:
 
 def specs_by_name(specs: Iterable[ParamSpec]) -> Dict[str, ParamSpec]:
     return {spec.name: spec for spec in specs}
-
-
-def check_all(specs: Sequence[ParamSpec], values: Dict[str, Any], where: str = '') -> None:
-    """Reject unknown names and bad values in a mapping of overrides."""
-    known = specs_by_name(specs)
-    for name, value in values.items():
-        if name not in known:
-            raise ValueError(f'{where}{name}: unknown parameter; known: ' + ', '.join(known))
-        known[name].check(value, where)
 
 
 CAMERA_PARAMS: Tuple[ParamSpec, ...] = (

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -24,28 +23,6 @@ DEEP = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CLASS_NAMES = ['thing', 'other']
-
-
-class CenterBoxModel(torch.nn.Module):
-    """Model double: for every image, one 'thing' (score 0.9) centred in the network input,
-    a quarter of its width and height, in the YOLO-style [batch, boxes, 4 + classes] layout."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        out = torch.zeros(batch, 1, 6, device=x.device, dtype=x.dtype)
-        out[:, 0, 0] = width / 2.0
-        out[:, 0, 1] = height / 2.0
-        out[:, 0, 2] = width / 4.0
-        out[:, 0, 3] = height / 4.0
-        out[:, 0, 4] = 0.9
-        return out
-
-
-@pytest.fixture(scope='module')
-def center_box_model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp('model') / 'center_box.torchscript'
-    torch.jit.script(CenterBoxModel()).save(str(path))
-    return path
 
 
 def scripted_params(model_path: Path) -> dict:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-import torch
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
@@ -27,28 +26,6 @@ DEEP = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 SECRET = 'pa55-word-from-env'
 PASSWORD_VAR = 'MULTICAM_TEST_CAM_PASSWORD'
 STARTED = re.compile(r'^\[launch\] started (\S+) \(pid (\d+)', re.MULTILINE)
-
-
-class CenterBoxModel(torch.nn.Module):
-    """Model double: one 'thing' (score 0.9) centred in every network input, a quarter of its
-    size, in the YOLO-style [batch, boxes, 4 + classes] layout of the torchscript back-end."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        out = torch.zeros(batch, 1, 6, device=x.device, dtype=x.dtype)
-        out[:, 0, 0] = width / 2.0
-        out[:, 0, 1] = height / 2.0
-        out[:, 0, 2] = width / 4.0
-        out[:, 0, 3] = height / 4.0
-        out[:, 0, 4] = 0.9
-        return out
-
-
-@pytest.fixture(scope='module')
-def center_box_model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp('model') / 'center_box.torchscript'
-    torch.jit.script(CenterBoxModel()).save(str(path))
-    return path
 
 
 def write_config(path: Path, urls: List[str], model_path: Path) -> Path:
