@@ -75,8 +75,10 @@ def probe(ros_context):
         yield probe
 
 
-def test_live_frames_at_stream_rate_newest_not_buffered(rtsp_server, node_launcher, probe):
-    proc = node_launcher.start(camera_args(rtsp_server.url(0)))
+def test_live_frames_at_stream_rate_newest_not_buffered(rtsp_server_factory, node_launcher,
+                                                        probe):
+    server = rtsp_server_factory(count=1)  # VGA at 30 fps; one encoder leaves the CPU free
+    proc = node_launcher.start(camera_args(server.url(0)))
     assert wait_for(lambda: probe.images.count() > 15, 30.0), node_launcher.logs()
     probe.images.clear()
     time.sleep(5.0)
@@ -214,6 +216,7 @@ def test_video_file_loops(node_launcher, probe, tmp_path):
     node_launcher.start(camera_args(str(clip), loop='true'))
     assert wait_for(lambda: probe.images.count() > 5, 30.0), node_launcher.logs()
     probe.images.clear()
-    time.sleep(3.0)  # three times the clip's length
-    assert probe.images.count() >= 0.8 * 90
+    time.sleep(3.0)  # three times the clip's length: without looping it would have ended
+    assert probe.images.count() >= 45  # well past one clip's 30 frames, even on a busy CPU
     assert probe.status_values()['state'] == 'streaming'
+    assert wait_for(lambda: probe.images.count() > 50, 5.0)  # and it still goes on
