@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -29,6 +30,7 @@ from multicam_ros.node_main import declare_params, image_qos, on_param_change, r
 from multicam_ros.params import DETECTOR_PARAMS
 from multicam_ros.ros_convert import bgr_from_image, image_from_array, ns_from_stamp
 from multicam_ros.stats import LatencyWindow, RateMeter
+from multicam_ros.tracking import NO_TRACK_ID, Tracker, TrackerConfig
 
 _NAMESPACE = re.compile(r'^(/[A-Za-z_][A-Za-z0-9_]*)+$')
 STALE_CAMERA_S = 5.0  # a camera with no frame for this long is reported as WARN
@@ -53,19 +55,45 @@ def normalise_cameras(cameras: List[str]) -> List[str]:
 
 
 def model_config(p: Dict) -> ModelConfig:
+    """The back-end's settings. With tracking on, the model also keeps the weak detections
+    (down to tracking.low_score_threshold) that may continue a track."""
+    threshold = p['confidence_threshold']
+    if p['tracking.enabled']:
+        threshold = min(threshold, p['tracking.low_score_threshold'])
     return ModelConfig(
         backend=p['model.backend'], name=p['model.name'], weights=p['model.weights'],
         path=p['model.path'], class_names=tuple(p['model.class_names']),
         labels_file=p['model.labels_file'], device=p['device'], half=p['half'],
-        input_size=p['input_size'], confidence_threshold=p['confidence_threshold'],
+        input_size=p['input_size'], confidence_threshold=threshold,
         iou_threshold=p['iou_threshold'], max_detections=p['max_detections'],
         classes=tuple(p['classes']))
 
 
-class _CameraState:
-    """Per-camera publishers and meters."""
+def tracker_config(p: Dict) -> TrackerConfig:
+    return TrackerConfig(
+        high_score_threshold=p['tracking.high_score_threshold'],
+        low_score_threshold=p['tracking.low_score_threshold'],
+        new_track_score_threshold=p['tracking.new_track_score_threshold'],
+        match_iou_first=p['tracking.match_iou_threshold'], max_age_s=p['tracking.max_age_s'],
+        min_hits=p['tracking.min_hits'], class_aware=p['tracking.class_aware'],
+        trail_length=p['tracking.trail_length'])
 
-    def __init__(self) -> None:
+
+def keep_published(detections: Detections, track_ids: np.ndarray,
+                   threshold: float) -> np.ndarray:
+    """Which detections to publish: those scoring at least `threshold`, and weaker ones that
+    continue a track (the tracker's second association)."""
+    return (detections.scores >= threshold) | (track_ids != NO_TRACK_ID)
+
+
+class _CameraState:
+    """Per-camera publishers, meters and tracker."""
+
+    def __init__(self, tracker: Optional[Tracker]) -> None:
+        self.tracker = tracker
+        self.reconnects_seen: Optional[str] = None  # the camera_node's reconnect count
+        self.reset_pending = False
+        self.tracker_resets = 0
         self.frames_in = RateMeter()
         self.processed = RateMeter()
         self.latency = LatencyWindow()
@@ -103,8 +131,9 @@ class DetectorNode(Node):
         group = ReentrantCallbackGroup()
         input_qos = image_qos(p['reliability'])
         output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        tracking = tracker_config(p) if p['tracking.enabled'] else None
         for camera in cameras:
-            state = _CameraState()
+            state = _CameraState(Tracker(tracking) if tracking else None)
             state.detections_pub = self.create_publisher(
                 Detection2DArray, f'{camera}/detections', 10)
             state.annotated_pub = self.create_publisher(
@@ -120,6 +149,8 @@ class DetectorNode(Node):
         self._label_pub = self.create_publisher(LabelInfo, '~/label_info', latched)
         self._label_pub.publish(self._label_info())
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        if tracking:
+            self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
 
         self._worker = InferenceWorker(
@@ -150,6 +181,24 @@ class DetectorNode(Node):
         self._collector.put(camera, InputFrame(image=image, stamp_ns=ns_from_stamp(
             msg.header.stamp), received_s=state.last_frame_s, meta=msg.header))
 
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        """A camera_node of this package that reconnected ('<camera>/...: camera' reports a
+        new reconnects_succeeded count): the scene may have changed, so that camera's tracks
+        start afresh. Other image sources' tracks simply age out after tracking.max_age_s."""
+        for status in msg.status:
+            if not status.name.endswith(': camera'):
+                continue
+            camera = status.name.rsplit('/', 1)[0]
+            state = self._cameras.get(camera)
+            count = next((kv.value for kv in status.values
+                          if kv.key == 'reconnects_succeeded'), None)
+            if state is None or count is None:
+                continue
+            if state.reconnects_seen is not None and count != state.reconnects_seen:
+                state.reset_pending = True  # done by the inference thread, which owns the tracker
+                self.get_logger().info(f'{camera}: camera reconnected, its tracks start afresh')
+            state.reconnects_seen = count
+
     # -- output (inference thread) -----------------------------------------------------------
 
     def _on_result(self, camera: str, frame: InputFrame, detections: Detections) -> None:
@@ -157,21 +206,38 @@ class DetectorNode(Node):
             return
         state = self._cameras[camera]
         header: Header = frame.meta
-        state.detections_pub.publish(self._detections_msg(header, detections))
+        track_ids = np.full(len(detections), NO_TRACK_ID, dtype=np.int64)
+        trails = {}
+        if state.tracker is not None:
+            if state.reset_pending:
+                state.reset_pending = False
+                state.tracker.reset()
+                state.tracker_resets += 1
+            track_ids = state.tracker.update(detections, frame.stamp_ns / 1e9).track_ids
+            trails = state.tracker.trails()
+        keep = keep_published(detections, track_ids, self._p['confidence_threshold'])
+        detections = Detections(detections.boxes_xyxy[keep], detections.scores[keep],
+                                detections.class_ids[keep])
+        track_ids = track_ids[keep]
+        state.detections_pub.publish(self._detections_msg(header, detections, track_ids))
         state.latency.add((self.get_clock().now().nanoseconds - frame.stamp_ns) / 1e9)
         state.processed.tick()
         if self._annotate == 'always' or (
                 self._annotate == 'auto' and state.annotated_pub.get_subscription_count() > 0):
-            canvas = draw_detections(frame.image, detections, self._detector.class_names)
+            labels = [f'#{t}' if t != NO_TRACK_ID else '' for t in track_ids.tolist()]
+            canvas = draw_detections(frame.image, detections, self._detector.class_names,
+                                     labels, [trails.get(t) for t in track_ids.tolist()])
             state.annotated_pub.publish(image_from_array(canvas, 'bgr8', header))
 
-    def _detections_msg(self, header: Header, detections: Detections) -> Detection2DArray:
+    def _detections_msg(self, header: Header, detections: Detections,
+                        track_ids: np.ndarray) -> Detection2DArray:
         names = self._detector.class_names
         result = Detection2DArray(header=header)
-        for (x1, y1, x2, y2), score, class_id in zip(
+        for (x1, y1, x2, y2), score, class_id, track_id in zip(
                 detections.boxes_xyxy.tolist(), detections.scores.tolist(),
-                detections.class_ids.tolist()):
+                detections.class_ids.tolist(), track_ids.tolist()):
             detection = Detection2D(header=header)
+            detection.id = str(track_id) if track_id != NO_TRACK_ID else ''
             detection.bbox = BoundingBox2D()
             detection.bbox.center.position.x = (x1 + x2) / 2.0
             detection.bbox.center.position.y = (y1 + y2) / 2.0
@@ -217,6 +283,8 @@ class DetectorNode(Node):
                 'frames_invalid': state.invalid_frames,
                 'latency_p50_ms': f'{latency[50]:.1f}',
                 'latency_p95_ms': f'{latency[95]:.1f}',
+                **({'tracks': len(state.tracker), 'tracker_resets': state.tracker_resets}
+                   if state.tracker is not None else {}),
             }))
         batches = self._worker.batch_summary()
         inference = self._worker.inference_time.percentiles_ms(50, 95)

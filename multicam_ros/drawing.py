@@ -15,9 +15,11 @@ def class_color(class_id: int) -> tuple:
 
 
 def draw_detections(image_bgr: np.ndarray, detections: Detections, class_names: Sequence[str],
-                    labels: Optional[Sequence[str]] = None) -> np.ndarray:
-    """A copy of `image_bgr` with each box, its class name and score (and `labels[i]`, e.g. a
-    track id, when given). Line width and text scale follow the image size."""
+                    labels: Optional[Sequence[str]] = None,
+                    trails: Optional[Sequence[Optional[np.ndarray]]] = None) -> np.ndarray:
+    """A copy of `image_bgr` with each box, its class name and score, `labels[i]` (e.g. a track
+    id) and `trails[i]` (K x 2 past centres, drawn as a line) when given. Line width and text
+    scale follow the image size."""
     canvas = image_bgr.copy()
     height, width = canvas.shape[:2]
     thickness = max(1, round(min(width, height) / 320))
@@ -28,8 +30,13 @@ def draw_detections(image_bgr: np.ndarray, detections: Detections, class_names: 
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         color = class_color(int(class_id))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+        trail = trails[i] if trails is not None else None
+        if trail is not None and len(trail) > 1:
+            cv2.polylines(canvas, [np.round(trail).astype(np.int32)], False, color, thickness,
+                          cv2.LINE_AA)
         name = class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
-        text = f'{name} {score:.2f}' + (f' {labels[i]}' if labels is not None else '')
+        text = f'{name} {score:.2f}' + (f' {labels[i]}' if labels is not None and labels[i]
+                                        else '')
         (text_w, text_h), baseline = cv2.getTextSize(text, font, scale, 1)
         top = max(0, y1 - text_h - baseline - 2)
         cv2.rectangle(canvas, (x1, top), (x1 + text_w + 2, top + text_h + baseline + 2), color,

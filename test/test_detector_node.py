@@ -83,6 +83,7 @@ def test_four_cameras_one_model_in_processes(rtsp_server_factory, node_launcher,
             assert (box.bbox.center.position.x, box.bbox.center.position.y) == (160.0, 120.0)
             assert (box.bbox.size_x, box.bbox.size_y) == (80.0, 80.0)
             assert box.results[0].hypothesis.class_id == 'thing'
+            assert box.id == '1'  # one static object: track 1 of that camera's own tracker
             assert box.results[0].hypothesis.score == pytest.approx(0.9)
             assert box.header == results[-1].header
 
@@ -221,3 +222,36 @@ def test_overload_drops_frames_and_latency_stays_bounded(node_launcher, ros_cont
         (np.percentile(latencies_s, 95), model)
     assert all(np.isfinite(latencies_s))
     feeder.destroy_node()
+
+
+def test_reconnecting_camera_resets_its_own_tracker_only(
+        rtsp_server_factory, node_launcher, ros_context, center_box_model):
+    servers = [rtsp_server_factory(count=1, width=320, height=240, fps=15) for _ in range(2)]
+    cameras = ['/cam0', '/cam1']
+    for camera, server in zip(cameras, servers):
+        node_launcher.start(['camera_node', '--ros-args', '-r', f'__ns:={camera}',
+                             '-p', f'url:={server.url(0)}', '-p', 'read_timeout_s:=1.0',
+                             '-p', 'reconnect_delay_max_s:=1.0'], name=camera[1:])
+    params = dict(scripted_params(center_box_model), cameras=cameras)
+    node_launcher.start(['detector_node', '--ros-args', *ros_args(params)], name='detector')
+    probe = Node('probe', context=ros_context)
+    detections = {cam: TopicRecorder(probe, Detection2DArray, f'{cam}/detections', DEEP)
+                  for cam in cameras}
+    diagnostics = TopicRecorder(probe, DiagnosticArray, '/diagnostics', 50)
+
+    def last_id(camera):
+        messages = detections[camera].messages
+        return messages[-1].detections[0].id if messages and messages[-1].detections else None
+
+    with ExecutorThread(ros_context, [probe]):
+        assert wait_for(lambda: last_id('/cam0') == '1' and last_id('/cam1') == '1', 90.0), \
+            node_launcher.logs()
+        servers[0].restart()  # cam0 loses its stream and reconnects; cam1 never notices
+        assert wait_for(lambda: diagnostics_values(diagnostics, ': /cam0').get(
+            'tracker_resets') == '1', 30.0), node_launcher.logs()
+        assert wait_for(lambda: last_id('/cam0') not in (None, '1'), 10.0), \
+            [m.detections[0].id for m in detections['/cam0'].messages[-5:] if m.detections]
+        assert int(last_id('/cam0')) > 1  # a fresh track with a new id, never a reused one
+        assert last_id('/cam1') == '1'
+        assert diagnostics_values(diagnostics, ': /cam1')['tracker_resets'] == '0'
+    probe.destroy_node()

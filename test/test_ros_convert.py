@@ -68,3 +68,14 @@ def test_drawing_marks_boxes_on_a_copy():
     assert canvas.shape == frame.shape and not frame.any()
     assert canvas[60, 20].any() and canvas[60, 100].any()  # left and right edges drawn
     assert not canvas[60, 60].any()  # the inside stays untouched
+
+
+def test_drawing_a_trail_behind_a_track():
+    frame = np.zeros((120, 160, 3), np.uint8)
+    detections = Detections(np.array([[100, 40, 140, 80]], np.float32),
+                            np.array([0.9], np.float32), np.array([0]))
+    trail = np.array([[20, 100], [60, 100], [120, 60]], np.float32)
+    canvas = draw_detections(frame, detections, ['thing'], ['#3'], [trail])
+    assert canvas[100, 40].any()  # on the trail, far from the box
+    plain = draw_detections(frame, detections, ['thing'], [''], [None])
+    assert not plain[100, 40].any()
