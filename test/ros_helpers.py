@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,10 +47,13 @@ def make_context(domain_id: int) -> Context:
 
 
 class ExecutorThread:
-    """Spins nodes on a MultiThreadedExecutor in a background thread."""
+    """Spins nodes in a background thread: a SingleThreadedExecutor by default (in rclpy it
+    takes messages much faster than the multi-threaded one), or a MultiThreadedExecutor with
+    `num_threads` > 1."""
 
-    def __init__(self, context: Context, nodes: Sequence[Node] = (), num_threads: int = 4):
-        self._executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+    def __init__(self, context: Context, nodes: Sequence[Node] = (), num_threads: int = 1):
+        self._executor = (MultiThreadedExecutor(num_threads=num_threads, context=context)
+                          if num_threads > 1 else SingleThreadedExecutor(context=context))
         for node in nodes:
             self._executor.add_node(node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
