@@ -114,6 +114,7 @@ class DetectorNode(Node):
         self.context.on_shutdown(self._stopping.set)
         p = declare_params(self, DETECTOR_PARAMS)
         self._p = p
+        self.executor_threads = p['executor_threads']  # read by run_node
         cameras = normalise_cameras(p['cameras'])
         config = model_config(p)
         self.get_logger().info(f'loading model ({config.backend}) for {len(cameras)} cameras')
@@ -128,7 +129,7 @@ class DetectorNode(Node):
 
         self._collector = BatchCollector(cameras)
         self._cameras: Dict[str, _CameraState] = {}
-        group = ReentrantCallbackGroup()
+        group = ReentrantCallbackGroup()  # with executor_threads > 1, cameras in parallel
         input_qos = image_qos(p['reliability'])
         output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         tracking = tracker_config(p) if p['tracking.enabled'] else None
@@ -327,7 +328,7 @@ def _cuda_memory(device: str) -> Dict[str, str]:
 
 
 def main(args=None) -> int:
-    return run_node(DetectorNode, 'detector_node', args, num_threads=4)
+    return run_node(DetectorNode, 'detector_node', args)
 
 
 if __name__ == '__main__':

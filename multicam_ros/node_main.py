@@ -8,7 +8,8 @@ import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, \
     SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, \
+    SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -77,7 +78,7 @@ def on_param_change(node: Node, specs: Sequence[ParamSpec],
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]] = None,
-             num_threads: int = 2) -> int:
+             num_threads: int = 1) -> int:
     """Create the node, spin it until shutdown, and end the process.
 
     rclpy's default signal handlers turn SIGINT and SIGTERM into a context shutdown, which ends
@@ -97,7 +98,9 @@ def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]]
         print(f'[{name}] interrupted while starting', file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 130
-    executor = MultiThreadedExecutor(num_threads=num_threads)
+    threads = getattr(node, 'executor_threads', num_threads)  # a node may choose at run time
+    executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
+                else SingleThreadedExecutor())
     executor.add_node(node)
     try:
         executor.spin()

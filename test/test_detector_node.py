@@ -58,7 +58,8 @@ def test_four_cameras_one_model_in_processes(rtsp_server_factory, node_launcher,
     camera_procs = [node_launcher.start(
         ['camera_node', '--ros-args', '-r', f'__ns:={cam}', '-p', f'url:={server.url(i)}'],
         name=f'camera{i}') for i, cam in enumerate(cameras)]
-    params = dict(scripted_params(center_box_model), cameras=cameras)
+    # The multi-threaded executor path (the launcher's tests run the default, single thread).
+    params = dict(scripted_params(center_box_model), cameras=cameras, executor_threads=4)
     detector = node_launcher.start(['detector_node', '--ros-args', *ros_args(params)],
                                    name='detector')
 
