@@ -108,32 +108,6 @@ CAMERA_PARAMS: Tuple[ParamSpec, ...] = (
               'subscribers alike.', choices=('reliable', 'best_effort'), read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages.', min_value=0.1,
               max_value=60.0, read_only=True),
-    ParamSpec('executor_threads', 1, 'Threads of the executor serving the subscriptions: 1 is '
-              'a SingleThreadedExecutor, more a MultiThreadedExecutor. The callbacks only fill '
-              'the newest-frame slots; on 2 cores, with 4 cameras, 4 threads left the inference '
-              'thread 9.5-11 frames/s per camera where 1 thread left 13-21 (the GIL).',
-              min_value=1, max_value=64,
-              read_only=True),
-    ParamSpec('tracking.enabled', True, 'Track objects per camera and put the track id in '
-              'Detection2D.id.', read_only=True),
-    ParamSpec('tracking.max_age_s', 1.0, 'A track not seen for this long (capture time) ends; '
-              'its id is never reused.', min_value=0.01, max_value=600.0, read_only=True),
-    ParamSpec('tracking.high_score_threshold', 0.5, 'Detections from this score are matched to '
-              'tracks first.', min_value=0.0, max_value=1.0, read_only=True),
-    ParamSpec('tracking.low_score_threshold', 0.1, 'Weaker detections, down to this score, can '
-              'still continue a track (published when they do, even below '
-              'confidence_threshold).', min_value=0.0, max_value=1.0, read_only=True),
-    ParamSpec('tracking.new_track_score_threshold', 0.6, 'An unmatched detection from this '
-              'score starts a new track.', min_value=0.0, max_value=1.0, read_only=True),
-    ParamSpec('tracking.match_iou_threshold', 0.2, 'Least IoU between a track\'s predicted box '
-              'and a detection for them to match.', min_value=0.0, max_value=1.0,
-              read_only=True),
-    ParamSpec('tracking.min_hits', 2, 'Matches before a track is confirmed and gets its id.',
-              min_value=1, max_value=100, read_only=True),
-    ParamSpec('tracking.class_aware', True, 'A detection continues only tracks of its own '
-              'class.', read_only=True),
-    ParamSpec('tracking.trail_length', 30, 'Centres drawn as a trail behind each track in '
-              'image_annotated; 0 draws none.', min_value=0, max_value=1000, read_only=True),
 )
 
 
@@ -182,8 +156,7 @@ DETECTOR_PARAMS: Tuple[ParamSpec, ...] = (
               'a SingleThreadedExecutor, more a MultiThreadedExecutor. The callbacks only fill '
               'the newest-frame slots; on 2 cores, with 4 cameras, 4 threads left the inference '
               'thread 9.5-11 frames/s per camera where 1 thread left 13-21 (the GIL).',
-              min_value=1, max_value=64,
-              read_only=True),
+              min_value=1, max_value=64, read_only=True),
     ParamSpec('tracking.enabled', True, 'Track objects per camera and put the track id in '
               'Detection2D.id.', read_only=True),
     ParamSpec('tracking.max_age_s', 1.0, 'A track not seen for this long (capture time) ends; '
