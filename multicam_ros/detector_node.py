@@ -116,6 +116,7 @@ class DetectorNode(Node):
         self._p = p
         self.executor_threads = p['executor_threads']  # read by run_node
         cameras = normalise_cameras(p['cameras'])
+        tracking = tracker_config(p) if p['tracking.enabled'] else None  # check before loading
         config = model_config(p)
         self.get_logger().info(f'loading model ({config.backend}) for {len(cameras)} cameras')
         started_s = time.monotonic()
@@ -132,7 +133,6 @@ class DetectorNode(Node):
         group = ReentrantCallbackGroup()  # with executor_threads > 1, cameras in parallel
         input_qos = image_qos(p['reliability'])
         output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        tracking = tracker_config(p) if p['tracking.enabled'] else None
         for camera in cameras:
             state = _CameraState(Tracker(tracking) if tracking else None)
             state.detections_pub = self.create_publisher(

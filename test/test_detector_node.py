@@ -173,6 +173,7 @@ def test_bad_frames_skipped_with_one_warning_others_go_on(ros_context, detector_
     ({'device': 'tpu', 'model.weights': 'none'}, 'device'),
     ({'cameras': []}, 'cameras'),
     ({'max_batch_size': 0}, 'max_batch_size'),
+    ({'tracking.low_score_threshold': 0.9, 'model.weights': 'none'}, 'tracking.low_score'),
 ])
 def test_unusable_configuration_exits_non_zero(node_launcher, params, words):
     params = {'cameras': ['/cam0'], **params}
