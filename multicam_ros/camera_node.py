@@ -5,7 +5,6 @@ frame; a publishing thread here takes it, caps the rate, resizes and converts it
 `image_raw` and `camera_info` with the capture stamp. While the camera is away it publishes a
 NO SIGNAL picture once per second. `/diagnostics` carries state, rates, drops and latency.
 """
-import os
 import sys
 import threading
 import time
@@ -18,9 +17,9 @@ from std_msgs.msg import Header
 
 from multicam_ros.calibration import Calibration, load_calibration, uncalibrated
 from multicam_ros.capture import CaptureOptions, CaptureState, CaptureWorker, Frame
-from multicam_ros.config import PROFILE_PACKAGE, transport_environment
 from multicam_ros.frames import make_no_signal_frame, output_size, prepare_frame
-from multicam_ros.node_main import declare_params, image_qos, on_param_change, run_node
+from multicam_ros.node_main import declare_params, image_qos, on_param_change, run_node, \
+    use_large_frame_transport
 from multicam_ros.params import CAMERA_PARAMS
 from multicam_ros.ros_convert import camera_info_from_calibration, image_from_array, \
     stamp_from_ns
@@ -227,13 +226,6 @@ class CameraNode(Node):
             self._worker.stop(timeout_s=1.0)
             self._publish_thread.join(timeout=1.0)
         super().destroy_node()
-
-
-def use_large_frame_transport() -> None:
-    """Load the package's Fast DDS large-frame profile unless whoever started this process chose
-    a transport (config.transport_environment). Must run before rclpy.init: Fast DDS reads the
-    variables when the participant is made."""
-    os.environ.update(transport_environment(PROFILE_PACKAGE, os.environ))
 
 
 def main(args=None) -> int:

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -26,7 +26,8 @@ from multicam_ros.drawing import draw_detections
 from multicam_ros.inference import InferenceWorker
 from multicam_ros.models import load_detector
 from multicam_ros.models.base import Detections, ModelConfig
-from multicam_ros.node_main import declare_params, image_qos, on_param_change, run_node
+from multicam_ros.node_main import declare_params, image_qos, on_param_change, run_node, \
+    use_large_frame_transport
 from multicam_ros.params import DETECTOR_PARAMS
 from multicam_ros.ros_convert import bgr_from_image, image_from_array, ns_from_stamp
 from multicam_ros.stats import LatencyWindow, RateMeter
@@ -130,7 +131,6 @@ class DetectorNode(Node):
 
         self._collector = BatchCollector(cameras)
         self._cameras: Dict[str, _CameraState] = {}
-        group = ReentrantCallbackGroup()  # with executor_threads > 1, cameras in parallel
         input_qos = image_qos(p['reliability'])
         output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         for camera in cameras:
@@ -143,7 +143,8 @@ class DetectorNode(Node):
             self.create_subscription(
                 Image, f'{camera}/image_raw',
                 lambda msg, camera=camera: self._on_image(camera, msg), input_qos,
-                callback_group=group)
+                # with executor_threads > 1: cameras in parallel, each camera's callback alone
+                callback_group=MutuallyExclusiveCallbackGroup())
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -208,14 +209,12 @@ class DetectorNode(Node):
         state = self._cameras[camera]
         header: Header = frame.meta
         track_ids = np.full(len(detections), NO_TRACK_ID, dtype=np.int64)
-        trails = {}
         if state.tracker is not None:
             if state.reset_pending:
                 state.reset_pending = False
                 state.tracker.reset()
                 state.tracker_resets += 1
             track_ids = state.tracker.update(detections, frame.stamp_ns / 1e9).track_ids
-            trails = state.tracker.trails()
         keep = keep_published(detections, track_ids, self._p['confidence_threshold'])
         detections = Detections(detections.boxes_xyxy[keep], detections.scores[keep],
                                 detections.class_ids[keep])
@@ -226,6 +225,7 @@ class DetectorNode(Node):
         if self._annotate == 'always' or (
                 self._annotate == 'auto' and state.annotated_pub.get_subscription_count() > 0):
             labels = [f'#{t}' if t != NO_TRACK_ID else '' for t in track_ids.tolist()]
+            trails = state.tracker.trails() if state.tracker is not None else {}
             canvas = draw_detections(frame.image, detections, self._detector.class_names,
                                      labels, [trails.get(t) for t in track_ids.tolist()])
             state.annotated_pub.publish(image_from_array(canvas, 'bgr8', header))
@@ -328,6 +328,7 @@ def _cuda_memory(device: str) -> Dict[str, str]:
 
 
 def main(args=None) -> int:
+    use_large_frame_transport()  # it sends full-size annotated images
     return run_node(DetectorNode, 'detector_node', args)
 
 

@@ -30,6 +30,7 @@ class InferenceWorker:
         self.batch_sizes: Counter[int] = collections.Counter()
         self.inference_time = LatencyWindow()
         self.errors = 0
+        self.result_errors = 0
 
     def start(self) -> 'InferenceWorker':
         self._thread.start()
@@ -42,6 +43,7 @@ class InferenceWorker:
 
     def _run(self) -> None:
         last_error = ''
+        reported = set()
         while not self._stop.is_set():
             batch = self._collector.collect(self._max_batch_size, timeout_s=0.5)
             if not batch:
@@ -61,22 +63,24 @@ class InferenceWorker:
             self.inference_time.add(time.monotonic() - started_s)
             with self._lock:
                 self.batch_sizes[len(batch)] += 1
-            try:
-                for (camera, frame), detections in zip(batch, results):
+            for (camera, frame), detections in zip(batch, results):
+                try:
                     self._on_result(camera, frame, detections)
-            except Exception as exc:  # noqa: BLE001 - e.g. publishing while shutting down
-                if self._stop.is_set():
-                    return
-                text = f'publishing results failed: {type(exc).__name__}: {exc}'
-                if text != last_error:
-                    self._on_error(text)
-                    last_error = text
+                except Exception as exc:  # noqa: BLE001 - one camera's failure is its own
+                    if self._stop.is_set():
+                        return
+                    with self._lock:
+                        self.result_errors += 1
+                    text = f'{camera}: handling results failed: {type(exc).__name__}: {exc}'
+                    if text not in reported and len(reported) < 100:  # each failure once
+                        reported.add(text)
+                        self._on_error(text)
 
     def batch_summary(self) -> dict:
         """Counts of batches by size, largest and mean size, total batches."""
         with self._lock:
             sizes = dict(self.batch_sizes)
-            errors = self.errors
+            errors = self.errors + self.result_errors
         total = sum(sizes.values())
         mean = sum(size * n for size, n in sizes.items()) / total if total else 0.0
         return {'batches': total, 'mean': mean, 'max': max(sizes, default=0),

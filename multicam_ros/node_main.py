@@ -2,6 +2,7 @@
 node cannot do its job at all (bad parameters)."""
 import os
 import sys
+import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import rclpy
@@ -15,6 +16,14 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from multicam_ros.params import ParamSpec
+
+
+def use_large_frame_transport() -> None:
+    """Load the package's Fast DDS large-frame profile unless whoever started this process chose
+    a transport (config.transport_environment): the nodes that send images need it. Must run
+    before rclpy.init: Fast DDS reads the variables when the participant is made."""
+    from multicam_ros.config import PROFILE_PACKAGE, transport_environment
+    os.environ.update(transport_environment(PROFILE_PACKAGE, os.environ))
 
 
 def image_qos(reliability: str) -> QoSProfile:
@@ -98,18 +107,28 @@ def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]]
         print(f'[{name}] interrupted while starting', file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 130
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGTERM while starting shut the context down under the constructor.
+        print(f'[{name}] stopped while starting', file=sys.stderr, flush=True)
+        return 130
     threads = getattr(node, 'executor_threads', num_threads)  # a node may choose at run time
     executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
                 else SingleThreadedExecutor())
     executor.add_node(node)
+    code = 0
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # a bug or an rclpy error: say what, and exit non-zero
+        traceback.print_exc()
+        code = 1
     finally:
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)

@@ -2,6 +2,7 @@
 
 The only module besides the nodes that imports message types.
 """
+import array
 from typing import Optional
 
 import cv2
@@ -30,7 +31,11 @@ def image_from_array(frame: np.ndarray, encoding: str, header: Header) -> Image:
     height, width = frame.shape[:2]
     msg = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
                 step=width * CHANNELS[encoding])
-    msg.data = np.ascontiguousarray(frame).tobytes()
+    # One copy into an array.array: rclpy's setter takes it as it is, without the per-byte
+    # checks it runs on bytes and lists (always on Humble), which cost ~0.4 s for a 720p frame.
+    data = array.array('B')
+    data.frombytes(memoryview(np.ascontiguousarray(frame)).cast('B'))
+    msg.data = data
     return msg
 
 

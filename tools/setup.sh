@@ -11,8 +11,10 @@ DEBIAN_PACKAGES=(
   # The RTSP test bed: GStreamer's RTSP server, driven by Debian's own python3-gi.
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi
-  # Test clips; cmake and a compiler build vision_msgs.
-  ffmpeg cmake g++
+  # Test clips; cmake, a compiler and Python's headers build vision_msgs.
+  ffmpeg cmake g++ python3-dev
+  # The venv itself, and make for `make test`.
+  python3-venv make
 )
 
 step=''
@@ -50,9 +52,9 @@ fi
 begin "Python virtual environment ($VENV)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
   || fail "$PYTHON is missing or older than 3.10; set PYTHON=/path/to/python3.10+"
-if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
   echo "    exists"
-else
+else  # missing, or half made by a failed run (no pip): make it anew
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV" || fail "'$PYTHON -m venv $VENV' failed (python3-venv missing?)"
 fi
