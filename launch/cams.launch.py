@@ -33,7 +33,8 @@ def plan_actions(plan: Plan, log_level: str) -> list:
         actions.append(Node(
             package=planned.package, executable=planned.executable, name=planned.name,
             namespace=planned.namespace, parameters=[dict(planned.parameters)],
-            additional_env=dict(plan.environment), ros_arguments=['--log-level', log_level],
+            additional_env={**plan.environment, **planned.environment},
+            ros_arguments=['--log-level', log_level],
             output='screen', **extra))
     return actions
 

@@ -60,6 +60,11 @@ class CameraNode(Node):
         leak_warning = native_log_warning(self._source)
         if leak_warning:
             self.get_logger().warning(leak_warning)
+        if self._source.secrets and not p['password_env']:
+            self.get_logger().warning(
+                'the password in parameter url can be read by any node (ros2 param get, '
+                '/parameter_events); give the url without it and name an environment variable '
+                'holding it in password_env (multicam-ros launch and cams.launch.py do this)')
         self._calibration: Optional[Calibration] = (
             load_calibration(p['camera_info_url']) if p['camera_info_url'] else None)
         self._p = p

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
@@ -114,6 +115,8 @@ class PlannedNode:
     required: bool  # the system stops when it exits (the detector)
     package: str = PACKAGE
     secrets: Tuple[str, ...] = field(default=(), repr=False)
+    # Variables for this process only, on top of the plan's: a password moved out of its URL.
+    environment: Dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def fqn(self) -> str:
@@ -507,6 +510,23 @@ def transport_environment(profile: str, environ: Mapping[str, str]) -> Dict[str,
     return {FASTDDS_PROFILE_ENV: profile}
 
 
+def move_password_to_environment(name: str, parameters: Dict[str, Any]
+                                 ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """A password written in a camera's url would be a ROS parameter, which every node can read
+    (/parameter_events, `ros2 param get`). Move it into a variable of that camera's process
+    and pass the url without it, plus `password_env` naming the variable."""
+    parameters = dict(parameters)
+    url = str(parameters.get('url', ''))
+    parts = urlsplit(url)
+    if '://' not in url or parts.password is None or parameters.get('password_env'):
+        return parameters, {}
+    variable = 'MULTICAM_ROS_PASSWORD_' + name.upper()
+    host = parts.netloc.rpartition('@')[2]
+    parameters['url'] = urlunsplit(parts._replace(netloc=f'{parts.username}@{host}'))
+    parameters['password_env'] = variable
+    return parameters, {variable: unquote(parts.password)}
+
+
 def node_plan(config: Config, detector: bool = True,
               environ: Optional[Mapping[str, str]] = None) -> Plan:
     """The processes that start the system described by `config`.
@@ -518,10 +538,13 @@ def node_plan(config: Config, detector: bool = True,
     os.environ) is the starter's environment, which decides the transport variables.
     """
     environ = os.environ if environ is None else environ
-    nodes = [PlannedNode(label=camera.name, executable=CAMERA_EXECUTABLE, name=CAMERA_NODE_NAME,
-                         namespace='/' + camera.name, parameters=dict(camera.parameters),
-                         respawn=True, required=False, secrets=camera.source.secrets)
-             for camera in config.cameras]
+    nodes = []
+    for camera in config.cameras:
+        parameters, env = move_password_to_environment(camera.name, camera.parameters)
+        nodes.append(PlannedNode(
+            label=camera.name, executable=CAMERA_EXECUTABLE, name=CAMERA_NODE_NAME,
+            namespace='/' + camera.name, parameters=parameters, respawn=True, required=False,
+            secrets=camera.source.secrets, environment=env))
     if detector:
         parameters = {'cameras': ['/' + camera.name for camera in config.cameras],
                       **config.detector}

@@ -346,7 +346,8 @@ class Supervisor:
             env = {**os.environ, **self.plan.environment, 'PYTHONUNBUFFERED': '1'}
             for node in self.plan.nodes:
                 command = node_command(node, write_params_file(node, workdir), self.log_level)
-                children[node.fqn] = Child(node, command, env, self.output)
+                children[node.fqn] = Child(node, command, {**env, **node.environment},
+                                           self.output)
             self.output.lines(['[launch] ' + line for line in self.plan.describe()])
             listener = DiagnosticsListener(self.board)
             for child in children.values():

@@ -78,8 +78,13 @@ def test_plan_of_three_cameras(three_camera_file: Path, tmp_path: Path):
         (DETECTOR_EXECUTABLE, 'detector', '/', '/detector', 'detector')]
     assert plan.cameras == (front, back, yard) and plan.detector is detector
     # Defaults merged with each camera's overrides (override wins), ints made floats.
-    assert front.parameters == {'url': f'rtsp://admin:{SECRET}@10.0.0.5:554/stream1',
+    # A password written in the url travels in that camera's environment, never as a ROS
+    # parameter (which every node could read).
+    assert front.parameters == {'url': 'rtsp://admin@10.0.0.5:554/stream1',
+                                'password_env': 'MULTICAM_ROS_PASSWORD_FRONT',
                                 'fps': 10.0, 'rtsp_transport': 'udp'}
+    assert front.environment == {'MULTICAM_ROS_PASSWORD_FRONT': SECRET}
+    assert back.environment == {} and detector.environment == {}
     assert isinstance(front.parameters['fps'], float)
     assert back.parameters == {'url': 'rtsp://viewer@10.0.0.6/live', 'fps': 5.5,
                                'rtsp_transport': 'udp', 'password_env': 'CAM_PASSWORD',

@@ -213,7 +213,8 @@ def test_dry_run_prints_the_plan_without_passwords(node_launcher, tmp_path):
                                     '--no-detector'])
     assert launcher.wait(timeout_s=60.0) == 0
     output = launcher.output()
-    assert '/gate/camera_node (camera_node): url=rtsp://admin:***@10.1.2.3/s' in output
+    assert '/gate/camera_node (camera_node): url=rtsp://admin@10.1.2.3/s, ' \
+        'password_env=MULTICAM_ROS_PASSWORD_GATE' in output
     assert '1 camera, no detector' in output and '/detector' not in output
     assert SECRET not in output
 
