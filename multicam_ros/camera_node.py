@@ -20,7 +20,7 @@ from multicam_ros.capture import CaptureOptions, CaptureState, CaptureWorker, Fr
 from multicam_ros.frames import make_no_signal_frame, output_size, prepare_frame
 from multicam_ros.node_main import declare_params, image_qos, on_param_change, run_node, \
     use_large_frame_transport
-from multicam_ros.params import CAMERA_PARAMS
+from multicam_ros.params import CAMERA_PARAMS, camera_rule_problem
 from multicam_ros.ros_convert import camera_info_from_calibration, image_from_array, \
     stamp_from_ns
 from multicam_ros.sources import native_log_warning, validate_source
@@ -52,10 +52,9 @@ class CameraNode(Node):
         self._stopping = threading.Event()
         self._worker: Optional[CaptureWorker] = None  # destroy_node may run before it exists
         p = declare_params(self, CAMERA_PARAMS)
-        if p['reconnect_delay_min_s'] > p['reconnect_delay_max_s']:
-            raise ValueError(
-                f"parameter reconnect_delay_min_s ({p['reconnect_delay_min_s']:g}) must not "
-                f"exceed reconnect_delay_max_s ({p['reconnect_delay_max_s']:g})")
+        crossed = camera_rule_problem(p)
+        if crossed:
+            raise ValueError(f'parameter {crossed}')
         self._source = validate_source(p['url'], p['password_env'])
         leak_warning = native_log_warning(self._source)
         if leak_warning:

@@ -41,7 +41,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
-from multicam_ros.params import CAMERA_PARAMS, DETECTOR_PARAMS, ParamSpec, specs_by_name
+from multicam_ros.params import CAMERA_PARAMS, DETECTOR_PARAMS, ParamSpec, \
+    camera_rule_problem, specs_by_name
 from multicam_ros.sources import ACCEPTED_FORMS, Source, redact, validate_source
 
 PACKAGE = 'multicam_ros'
@@ -357,11 +358,9 @@ class _Checker:
             source = self._source(params, where)
         if source is not None and source.is_file:
             params['url'] = source.safe_url  # absolute: nodes need not share our cwd
-        low = params.get('reconnect_delay_min_s', _CAMERA_SPECS['reconnect_delay_min_s'].default)
-        high = params.get('reconnect_delay_max_s', _CAMERA_SPECS['reconnect_delay_max_s'].default)
-        if low > high:
-            self.problem(where, f'reconnect_delay_min_s ({low:g}) must not exceed '
-                         f'reconnect_delay_max_s ({high:g})')
+        crossed = camera_rule_problem(params)
+        if crossed:
+            self.problem(where, crossed)
         if params.get('camera_info_url'):
             params['camera_info_url'] = self._existing_path(
                 params['camera_info_url'], f'{where}: camera_info_url')

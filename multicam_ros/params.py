@@ -111,6 +111,18 @@ CAMERA_PARAMS: Tuple[ParamSpec, ...] = (
 )
 
 
+def camera_rule_problem(values: Dict[str, Any]) -> str:
+    """What is wrong across several camera parameters (each already valid alone), or ''.
+    `values` may leave parameters out: their defaults count."""
+    defaults = specs_by_name(CAMERA_PARAMS)
+    low, high = (values.get(name, defaults[name].default)
+                 for name in ('reconnect_delay_min_s', 'reconnect_delay_max_s'))
+    if low > high:
+        return (f'reconnect_delay_min_s ({low:g}) must not exceed reconnect_delay_max_s '
+                f'({high:g})')
+    return ''
+
+
 MODEL_BACKENDS = ('torchvision', 'torchscript', 'ultralytics')
 
 DETECTOR_PARAMS: Tuple[ParamSpec, ...] = (
