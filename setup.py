@@ -1,15 +1,20 @@
 """ament_python package definition; also installs with pip into a plain virtual environment."""
+import runpy
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = 'multicam_ros'
+# The executables are listed once, in the package (setup.py must not import the package).
+EXECUTABLES = runpy.run_path(f'{PACKAGE}/system/executables.py')['MODULES']
 
 setup(
     name=PACKAGE,
     version='0.1.0',
-    packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
-    package_data={PACKAGE: ['testbed/*.py', 'resources/*.xml']},
+    # multicam_testbed: the RTSP test streams of the tests and `make demo`, kept outside the
+    # runtime package (it drives Debian's GStreamer; the nodes never import it).
+    packages=find_packages(include=[PACKAGE, PACKAGE + '.*', 'multicam_testbed']),
+    package_data={PACKAGE: ['resources/*.xml'], 'multicam_testbed': ['*.py']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
@@ -25,10 +30,6 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     entry_points={
-        'console_scripts': [
-            'camera_node = multicam_ros.camera_node:main',
-            'detector_node = multicam_ros.detector_node:main',
-            'multicam-ros = multicam_ros.cli:main',
-        ],
+        'console_scripts': [f'{name} = {module}:main' for name, module in EXECUTABLES.items()],
     },
 )

@@ -121,7 +121,7 @@ class Feeder(threading.Thread):
         self._halt = stop
 
     def run(self) -> None:
-        from multicam_ros.batching import InputFrame
+        from multicam_ros.core.frames import InputFrame
 
         next_s = time.monotonic() + self._phase_s
         while True:
@@ -162,7 +162,7 @@ def make_frames(count: int, width: int, height: int, seed: int = 7) -> List[np.n
 
 def model_config(device: str) -> Any:
     """The detector every scenario uses."""
-    from multicam_ros.models import ModelConfig
+    from multicam_ros.core.models import ModelConfig
 
     return ModelConfig(backend='torchvision', name=MODEL_NAME, weights='none', device=device,
                        confidence_threshold=CONFIDENCE)
@@ -170,9 +170,9 @@ def model_config(device: str) -> Any:
 
 def build_rig(scenario: str, cameras: Sequence[str], device: str, sink: ResultSink) -> Rig:
     """Load the model(s) and wire collectors and workers for `scenario` (not started)."""
-    from multicam_ros.batching import BatchCollector
-    from multicam_ros.inference import InferenceWorker
-    from multicam_ros.models import load_detector
+    from multicam_ros.core.batching import BatchCollector
+    from multicam_ros.core.inference import InferenceWorker
+    from multicam_ros.core.models import load_detector
 
     config = model_config(device)
     started_s = time.monotonic()
@@ -534,7 +534,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warmup_s=args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0),
         window_s=args.seconds if args.seconds is not None else (3.0 if args.quick else 10.0),
         quick=args.quick)
-    from multicam_ros.models import resolve_device
+    from multicam_ros.core.models import resolve_device
 
     device = resolve_device(settings.device)
     settings = dataclasses.replace(settings, device=device)

@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from multicam_ros.models.base import Detections
-from multicam_ros.tracking import NO_TRACK_ID, Tracker, TrackerConfig
+from multicam_ros.core.models.base import Detections
+from multicam_ros.core.tracking import NO_TRACK_ID, Tracker, TrackerConfig
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 FRAME_W_PX, FRAME_H_PX = 1920, 1080

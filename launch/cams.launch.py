@@ -3,7 +3,7 @@
     ros2 launch multicam_ros cams.launch.py config:=my_cams.yaml [detector:=false] \
         [log_level:=debug]
 
-A thin adapter: multicam_ros.config.node_plan decides every node, name, namespace, parameter and
+A thin adapter: multicam_ros.system.config.node_plan decides every node, name, namespace, parameter and
 environment variable (the same plan `multicam-ros launch` starts, and the one the tests check);
 this file maps each planned node onto a launch_ros Node and nothing else. Camera nodes respawn
 when they die; when the detector exits, the launch shuts down (as `multicam-ros launch` stops).
@@ -17,7 +17,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from multicam_ros.config import (LOG_LEVELS, PACKAGE, RESTART_DELAY_MIN_S, Plan, load_config,
+from multicam_ros.system.config import (LOG_LEVELS, PACKAGE, RESTART_DELAY_MIN_S, Plan, load_config,
                                  node_plan, parse_switch)
 
 

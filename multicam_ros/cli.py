@@ -6,24 +6,24 @@ import argparse
 import sys
 from typing import List, Optional
 
-from multicam_ros.config import LOG_LEVELS
+from multicam_ros.system.config import LOG_LEVELS
 
 
 def _test_streams(args: argparse.Namespace) -> int:
-    from multicam_ros.testbed import serve_forever
+    from multicam_testbed import serve_forever
     return serve_forever(count=args.count, port=args.port, width=args.width,
                          height=args.height, fps=args.fps)
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from multicam_ros.launcher import launch_main
+    from multicam_ros.system.supervisor import launch_main
     return launch_main(args.config, detector=args.detector, log_level=args.log_level,
                        status_period_s=args.status_period, stop_timeout_s=args.stop_timeout,
                        dry_run=args.dry_run)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from multicam_ros.demo import demo_main
+    from multicam_ros.system.demo import demo_main
     return demo_main(port=args.port, weights=args.weights)
 
 

@@ -7,7 +7,7 @@ from typing import Callable, Iterator, List
 
 import pytest
 
-from multicam_ros.testbed import RtspServerError, RtspTestServer, gstreamer_problem
+from multicam_testbed import RtspServerError, RtspTestServer, gstreamer_problem
 
 __all__ = ['rtsp_gstreamer_ready', 'rtsp_server', 'rtsp_server_factory']
 

@@ -5,9 +5,10 @@ import time
 import numpy as np
 import pytest
 
-from multicam_ros.batching import BatchCollector, InputFrame
-from multicam_ros.inference import InferenceWorker
-from multicam_ros.models.base import Detections
+from multicam_ros.core.batching import BatchCollector
+from multicam_ros.core.frames import InputFrame
+from multicam_ros.core.inference import InferenceWorker
+from multicam_ros.core.models.base import Detections
 
 pytestmark = pytest.mark.timeout(30)
 

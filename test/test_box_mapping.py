@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from multicam_ros.models import ModelConfig, load_detector
-from multicam_ros.models.preprocess import PAD_VALUE, Letterbox, letterbox_batch
+from multicam_ros.core.models import ModelConfig, load_detector
+from multicam_ros.core.models.preprocess import PAD_VALUE, Letterbox, letterbox_batch
 
 SIZES = [(640, 480), (1920, 1080), (480, 640), (100, 1000), (1000, 100), (333, 777), (1, 1)]
 NAMES = ('a', 'b', 'c')

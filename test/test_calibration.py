@@ -1,7 +1,7 @@
 """Calibration files: parsing, every bad input, and scaling with a resize."""
 import pytest
 
-from multicam_ros.calibration import load_calibration, uncalibrated
+from multicam_ros.core.calibration import load_calibration, uncalibrated
 
 GOOD = """image_width: 640
 image_height: 480

@@ -11,7 +11,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from multicam_ros.testbed import make_test_clip
+from multicam_testbed import make_test_clip
 from ros_helpers import ExecutorThread, TopicRecorder, stamp_ns, wait_for
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 
-from multicam_ros.capture import (Backoff, CaptureOptions, CaptureState, CaptureWorker, Frame,
-                                  LatestFrameSlot)
-from multicam_ros.frames import (convert_encoding, make_no_signal_frame, output_size,
+from multicam_ros.core.capture import Backoff, CaptureOptions, CaptureState, CaptureWorker
+from multicam_ros.core.frames import Frame, LatestFrameSlot
+from multicam_ros.core.imaging import (convert_encoding, make_no_signal_frame, output_size,
                                  prepare_frame, resize_frame)
-from multicam_ros.sources import CAPTURE_OPTIONS_ENV, validate_source
-from multicam_ros.testbed import make_test_clip
+from multicam_ros.core.sources import CAPTURE_OPTIONS_ENV, validate_source
+from multicam_testbed import make_test_clip
 
 PASSWORD = 'Hunter2-secret'
 CLIP_FPS = 30

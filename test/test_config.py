@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from multicam_ros.config import (CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE, FASTDDS_PROFILE_ENV,
+from multicam_ros.system.config import (CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE, FASTDDS_PROFILE_ENV,
                                  ConfigError, load_config, node_plan, packaged_fastdds_profile,
                                  parse_switch, transport_environment)
-from multicam_ros.params import CAMERA_PARAMS, DETECTOR_PARAMS
+from multicam_ros.core.params import CAMERA_PARAMS, DETECTOR_PARAMS
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = 'hunter2-secret'
@@ -433,6 +433,6 @@ def test_parse_switch():
 
 def test_config_module_is_ros_free():
     import subprocess
-    code = ('import sys, multicam_ros.config; '
+    code = ('import sys, multicam_ros.system.config; '
             'assert not [m for m in sys.modules if m.startswith(("rclpy", "launch"))]')
     subprocess.run([sys.executable, '-c', code], check=True)

@@ -12,8 +12,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from multicam_ros.detector_node import DetectorNode
-from multicam_ros.ros_convert import image_from_array, stamp_from_ns
+from multicam_ros.ros.detector_node import DetectorNode
+from multicam_ros.ros.convert import image_from_array, stamp_from_ns
 from ros_helpers import ExecutorThread, TopicRecorder, stamp_ns, wait_for
 
 pytestmark = pytest.mark.timeout(180)

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
 
-from multicam_ros.config import (RESTART_DELAY_MIN_S, ConfigError, Plan, load_config,
+from multicam_ros.system.config import (RESTART_DELAY_MIN_S, ConfigError, Plan, load_config,
                                  node_plan)
 from ros_helpers import REPO, ExecutorThread, TopicRecorder, stamp_ns, wait_for
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from multicam_ros.models import ModelConfig, load_detector, resolve_device
-from multicam_ros.models.torchvision_backend import supported_names
+from multicam_ros.core.models import ModelConfig, load_detector, resolve_device
+from multicam_ros.core.models.torchvision_backend import supported_names
 
 ARCHITECTURES = ['fasterrcnn_mobilenet_v3_large_320_fpn', 'fasterrcnn_mobilenet_v3_large_fpn',
                  'ssdlite320_mobilenet_v3_large', 'retinanet_resnet50_fpn_v2',

@@ -1,7 +1,7 @@
 """The parameter tables: the one source of truth both nodes and cams.yaml checking use."""
 import pytest
 
-from multicam_ros.params import CAMERA_PARAMS, DETECTOR_PARAMS, ParamSpec
+from multicam_ros.core.params import CAMERA_PARAMS, DETECTOR_PARAMS, ParamSpec
 
 
 @pytest.mark.parametrize('specs', [CAMERA_PARAMS, DETECTOR_PARAMS], ids=['camera', 'detector'])

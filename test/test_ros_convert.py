@@ -4,10 +4,10 @@ import pytest
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from multicam_ros.detector_node import normalise_cameras
-from multicam_ros.drawing import draw_detections
-from multicam_ros.models.base import Detections
-from multicam_ros.ros_convert import array_from_image, bgr_from_image, image_from_array
+from multicam_ros.ros.detector_node import normalise_cameras
+from multicam_ros.core.drawing import draw_detections
+from multicam_ros.core.models.base import Detections
+from multicam_ros.ros.convert import array_from_image, bgr_from_image, image_from_array
 
 
 def bgr_frame(height=6, width=5):

@@ -5,7 +5,7 @@ from urllib.parse import quote
 import cv2
 import pytest
 
-from multicam_ros.sources import (ACCEPTED_FORMS, apply_rtsp_transport, CAPTURE_OPTIONS_ENV,
+from multicam_ros.core.sources import (ACCEPTED_FORMS, apply_rtsp_transport, CAPTURE_OPTIONS_ENV,
                                   capture_params, ffmpeg_capture_options, native_log_warning,
                                   parse_capture_options, redact, validate_source)
 

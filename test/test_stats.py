@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from multicam_ros.stats import LatencyWindow, RateLimiter, RateMeter
+from multicam_ros.core.stats import LatencyWindow, RateLimiter, RateMeter
 
 
 def test_rate_meter_counts_over_its_window():

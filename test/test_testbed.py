@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from multicam_ros.testbed import (SERVER_SCRIPT, RtspServerError, RtspTestServer,
+from multicam_testbed import (SERVER_SCRIPT, RtspServerError, RtspTestServer,
                                   gstreamer_problem, make_test_clip, system_python)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Unit tests of multicam_ros.tracking on synthetic scenes with known ground truth.
+"""Unit tests of multicam_ros.core.tracking on synthetic scenes with known ground truth.
 
 Every scene is a set of objects moving at constant velocity (plus box noise), rendered into
 per-frame ground truth and shuffled, noisy detections. Tracking quality is scored with the
@@ -14,8 +14,8 @@ import motmetrics as mm
 import numpy as np
 import pytest
 
-from multicam_ros.models.base import Detections
-from multicam_ros.tracking import NO_TRACK_ID, TrackedFrame, Tracker, TrackerConfig
+from multicam_ros.core.models.base import Detections
+from multicam_ros.core.tracking import NO_TRACK_ID, TrackedFrame, Tracker, TrackerConfig
 
 FRAME_W_PX, FRAME_H_PX = 1280, 720
 MATCH_IOU = 0.5  # a hypothesis counts as covering a ground-truth box from this IoU on

@@ -35,13 +35,17 @@ import numpy as np
 import torch
 from torchvision.models import detection, get_model_builder, get_model_weights, list_models
 
-from multicam_ros.models import check_classes, first_line, resolve_class_names, use_half
-from multicam_ros.models.base import Detections, ModelConfig
-from multicam_ros.models.preprocess import clip_boxes, split_by_image, top_per_image, upload_rgb
+from multicam_ros.core.models import (check_classes, first_line, names_origin,
+                                      resolve_class_names, use_half)
+from multicam_ros.core.models.base import Detections, ModelConfig
+from multicam_ros.core.models.preprocess import (clip_boxes, split_by_image, top_per_image,
+                                                 upload_rgb)
+from multicam_ros.core.settings import ConfigError, by_name, settings_of
 
 _LOG = logging.getLogger(__name__)
 _WEIGHTS_WORDS = "a local state-dict file, 'DEFAULT' or 'none'"
-_UNLIMITED_DETECTIONS = 10000  # the model's own cap while a `classes` filter follows it
+# The model's own cap while a `classes` filter follows it: as many as max_detections allows.
+_UNLIMITED_DETECTIONS = int(by_name(settings_of(ModelConfig))['max_detections'].max_value)
 
 
 def supported_names() -> List[str]:
@@ -54,8 +58,9 @@ class TorchvisionDetector:
 
     def __init__(self, config: ModelConfig, device: str) -> None:
         if config.name not in supported_names():
-            raise ValueError(f'parameter model.name: {config.name!r} is not a torchvision '
-                             f"detection model; supported: {', '.join(supported_names())}")
+            raise ConfigError.of('model.name', f'{config.name!r} is not a torchvision '
+                                 'detection model', 'one of ' + ', '.join(
+                                     repr(name) for name in supported_names()))
         self.device = device
         self.half = use_half(config, device)
         self._config = config
@@ -69,8 +74,12 @@ class TorchvisionDetector:
         mode = config.weights.strip()
         if mode.lower() == 'default':
             if len(self.class_names) != len(coco):
-                raise ValueError(f'{source}: {len(self.class_names)} names, but the DEFAULT '
-                                 f'weights of {config.name} have {len(coco)} classes')
+                key, where = names_origin(config)
+                raise ConfigError.of(
+                    key, f'{len(self.class_names)} names{where}, but the DEFAULT weights of '
+                    f'{config.name} have {len(coco)} classes', f'{len(coco)} names, or '
+                    f'model.weights set to a state-dict file with {len(self.class_names)} '
+                    'classes')
             self.model = self._download(config.name, published)
             weights_text = 'DEFAULT'
         elif mode.lower() == 'none':
@@ -83,7 +92,7 @@ class TorchvisionDetector:
             self._load_state(mode, source)
             weights_text = mode
         else:
-            raise ValueError(f'parameter model.weights: empty; expected {_WEIGHTS_WORDS}')
+            raise ConfigError.of('model.weights', 'empty', _WEIGHTS_WORDS)
         self._configure_heads(config)
         self.model.eval().to(device)
         self._allowed: Optional[torch.Tensor] = None
@@ -158,30 +167,32 @@ class TorchvisionDetector:
             return get_model_builder(name)(weights='DEFAULT')
         except Exception as exc:  # noqa: BLE001 - network, HTTP, disk and hash errors alike
             url = getattr(published, 'url', '?')
-            raise ValueError(
-                f'parameter model.weights: DEFAULT: could not fetch the published weights of '
-                f'{name} ({type(exc).__name__}: {first_line(exc)}). Without a network, fetch '
-                f'{url} elsewhere and set model.weights to that local file (or place it in '
-                f"{os.path.join(torch.hub.get_dir(), 'checkpoints')})") from None
+            raise ConfigError.of(
+                'model.weights', f'DEFAULT: could not fetch the published weights of {name} '
+                f'({type(exc).__name__}: {first_line(exc)})', f'a local state-dict file: '
+                f'without a network, fetch {url} elsewhere and set model.weights to that local '
+                f"file (or place it in {os.path.join(torch.hub.get_dir(), 'checkpoints')})"
+            ) from None
 
     def _load_state(self, path: str, names_source: str) -> None:
-        """Load a state-dict file into the built model; any problem names model.weights."""
+        """Load a state-dict file into the built model; any problem is a ConfigError of
+        model.weights."""
         if not os.path.isfile(path):
-            raise ValueError(f'parameter model.weights: {path!r} is not a file; expected '
-                             f'{_WEIGHTS_WORDS}')
+            raise ConfigError.of('model.weights', f'{path!r} is not a file', _WEIGHTS_WORDS)
         try:
             state = torch.load(path, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as exc:
             if 'unsupported global' in str(exc).lower():  # pickled objects, not just tensors
-                raise ValueError(
-                    f'parameter model.weights: {path!r} holds more than tensors (a full pickled '
-                    'model?); save a state dict instead: torch.save(model.state_dict(), path)'
+                raise ConfigError.of(
+                    'model.weights', f'{path!r} holds more than tensors (a full pickled '
+                    'model?)', 'a state dict, saved with torch.save(model.state_dict(), path)'
                 ) from None
-            raise ValueError(f'parameter model.weights: {path!r} is not a PyTorch weights file '
-                             f'({first_line(exc)})') from None
+            raise ConfigError.of('model.weights', f'{path!r} is not a PyTorch weights file '
+                                 f'({first_line(exc)})', _WEIGHTS_WORDS) from None
         except Exception as exc:  # noqa: BLE001 - corrupt zip, truncated file, ...
-            raise ValueError(f'parameter model.weights: {path!r} is not a PyTorch weights file '
-                             f'({type(exc).__name__}: {first_line(exc)})') from None
+            raise ConfigError.of('model.weights', f'{path!r} is not a PyTorch weights file '
+                                 f'({type(exc).__name__}: {first_line(exc)})',
+                                 _WEIGHTS_WORDS) from None
         if isinstance(state, Mapping):
             for key in ('model', 'state_dict'):
                 if isinstance(state.get(key), Mapping):
@@ -189,14 +200,15 @@ class TorchvisionDetector:
                     break
         if not isinstance(state, Mapping) or not all(
                 isinstance(value, torch.Tensor) for value in state.values()):
-            raise ValueError(f'parameter model.weights: {path!r} does not hold a state dict '
-                             '(a mapping of parameter names to tensors)')
+            raise ConfigError.of('model.weights', f'{path!r} does not hold a state dict',
+                                 'a state dict: a mapping of parameter names to tensors')
         try:
             self.model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             details = ' '.join(str(exc).split())[:400]
-            raise ValueError(
-                f'parameter model.weights: {path!r} does not fit model.name '
-                f'{self._config.name} with {len(self.class_names)} classes ({names_source}). '
-                f'For another number of classes set model.class_names or model.labels_file '
-                f'(background included). Details: {details}') from None
+            raise ConfigError.of(
+                'model.weights', f'{path!r} does not fit model.name {self._config.name} with '
+                f'{len(self.class_names)} classes ({names_source}): {details}',
+                f'a state dict of {self._config.name} with {len(self.class_names)} classes '
+                '(for another number of classes set model.class_names or model.labels_file, '
+                'background included)') from None

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from multicam_ros.launcher import launch_main
-from multicam_ros.testbed import RtspServerError, RtspTestServer
+from multicam_ros.system.supervisor import launch_main
+from multicam_testbed import RtspServerError, RtspTestServer
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / 'config' / 'demo.yaml'
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / 'config' / 'demo.yaml'
 DEMO_PORT = 8554
 
 

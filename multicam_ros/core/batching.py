@@ -1,4 +1,4 @@
-"""Newest-frame slots for many cameras, and fair batches across them. ROS-free.
+"""Newest-item slots for many cameras, and fair batches across them. ROS-free.
 
 Whatever fills a camera's slot (a ROS subscription today; shared memory or in-process capture
 later) only calls `put`. A newer frame replaces an unprocessed older one, which is counted as
@@ -7,21 +7,11 @@ dropped: no queue ever grows, so under overload frames are dropped, never delaye
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Generic, List, Optional, Sequence, Tuple, TypeVar
 
-import numpy as np
+from multicam_ros.core.frames import LatestFrameSlot
 
-from multicam_ros.capture import LatestFrameSlot
-
-
-@dataclass(frozen=True)
-class InputFrame:
-    """A camera frame waiting for the model."""
-
-    image: np.ndarray  # H x W x 3 uint8, BGR
-    stamp_ns: int  # capture stamp from the source's header
-    received_s: float  # time.monotonic() when it reached the detector
-    meta: Any = None  # what the caller needs to publish the result (e.g. the ROS header)
+T = TypeVar('T')  # what the slots hold: InputFrame for the model, results for the output stage
 
 
 @dataclass(frozen=True)
@@ -31,7 +21,7 @@ class CameraCounts:
     dropped: int
 
 
-class BatchCollector:
+class BatchCollector(Generic[T]):
     """One LatestFrameSlot per camera, and `collect`, which takes one batch of newest frames.
 
     Fair: when more cameras have frames than fit in a batch, the next batch starts with the
@@ -42,20 +32,20 @@ class BatchCollector:
         if len(set(cameras)) != len(cameras):
             raise ValueError(f'cameras must be unique, got {list(cameras)}')
         self.cameras: Tuple[str, ...] = tuple(cameras)
-        self._slots: Dict[str, LatestFrameSlot[InputFrame]] = {
+        self._slots: Dict[str, LatestFrameSlot[T]] = {
             camera: LatestFrameSlot() for camera in cameras}
         self._ready = threading.Condition()
         self._next_start = 0
         self._closed = False
 
-    def put(self, camera: str, frame: InputFrame) -> None:
-        """Make `frame` the newest of `camera` (replacing, and dropping, an unprocessed one)."""
-        self._slots[camera].put(frame)
+    def put(self, camera: str, item: T) -> None:
+        """Make `item` the newest of `camera` (replacing, and dropping, an unprocessed one)."""
+        self._slots[camera].put(item)
         with self._ready:
             self._ready.notify()
 
     def collect(self, max_batch_size: int,
-                timeout_s: Optional[float] = None) -> List[Tuple[str, InputFrame]]:
+                timeout_s: Optional[float] = None) -> List[Tuple[str, T]]:
         """Wait until some camera has a frame; return up to `max_batch_size` (camera, frame)
         pairs, at most one per camera. Empty on timeout or after `close`."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -69,7 +59,7 @@ class BatchCollector:
                     return []
                 self._ready.wait(remaining_s)
 
-    def _take(self, max_batch_size: int) -> List[Tuple[str, InputFrame]]:
+    def _take(self, max_batch_size: int) -> List[Tuple[str, T]]:
         count = len(self.cameras)
         batch = []
         for offset in range(count):

@@ -8,7 +8,7 @@ an object stays in view:
    drops frames under load, so the gap varies and can be long);
 2. confident detections (score >= `high_score_threshold`) are matched to confirmed tracks by
    linear assignment on 1 - IoU (`scipy.optimize.linear_sum_assignment`), gated by
-   `match_iou_first` and, by default, by class. For a track seen in the previous frame both
+   `match_iou_threshold` and, by default, by class. For a track seen in the previous frame both
    boxes are grown by its predicted position uncertainty first (`match_padding_sigmas`), so a
    young track (speed not known yet) still finds its object after dropped frames;
 3. confirmed tracks seen in the previous frame that are still unmatched get a second chance
@@ -35,13 +35,15 @@ w, h) move independently under this model, so the usual 8x8 Kalman covariance is
 (value, rate) blocks: kept as three [T, 4] arrays, the filter is exact and elementwise, and the
 prediction of every track is one small matrix product.
 """
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+import math
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from multicam_ros.models.base import Detections
+from multicam_ros.core.models.base import Detections
+from multicam_ros.core.settings import ConfigError, check_fields, setting
 
 NO_TRACK_ID = -1
 """The id of a detection that belongs to no confirmed track (yet)."""
@@ -49,22 +51,48 @@ NO_TRACK_ID = -1
 _MIN_SIZE_PX = 1.0  # predicted widths and heights never shrink below this
 _UNMATCHABLE = 1e6  # assignment cost of a gated-out pair (finite: scipy needs a full matching)
 _VALUE, _RATE, _VAR, _COV, _RATE_VAR = range(5)  # parts of the Kalman state, see Tracker
+# The tracker's internal tuning fields (not parameters): (field, accepted values, rule).
+_TUNING_RULES = (
+    ('match_iou_second', 'a number from 0 to 1', lambda v: 0.0 <= v <= 1.0),
+    ('match_iou_tentative', 'a number from 0 to 1', lambda v: 0.0 <= v <= 1.0),
+    ('measurement_noise_frac', 'a number > 0', lambda v: v > 0.0),
+    ('accel_noise_frac_per_s2', 'a number > 0', lambda v: v > 0.0),
+    ('size_accel_noise_frac_per_s2', 'a number > 0', lambda v: v > 0.0),
+    ('initial_speed_std_frac_per_s', 'a number > 0', lambda v: v > 0.0),
+    ('match_padding_sigmas', 'a number >= 0', lambda v: v >= 0.0),
+)
 
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Tracker settings. Defaults suit 10-30 fps cameras and a detector with sane scores."""
+    """Tracker settings, checked on creation. Defaults suit 10-30 fps cameras and a detector
+    with sane scores. The `setting` fields are the detector's `tracking.*` parameters
+    (core/params.py); the others are internal tuning, held to their own rules."""
 
-    high_score_threshold: float = 0.5  # first association: confident detections only
-    low_score_threshold: float = 0.1  # below this a detection is ignored entirely
-    new_track_score_threshold: float = 0.6  # an unmatched confident detection starts a track
-    match_iou_first: float = 0.2  # min IoU, confirmed track vs confident detection
+    max_age_s: float = setting(
+        1.0, 'A track not seen for this long (capture time) ends; its id is never reused.',
+        min_value=0.01, max_value=600.0)
+    high_score_threshold: float = setting(
+        0.5, 'Detections from this score are matched to tracks first.',
+        min_value=0.0, max_value=1.0)
+    low_score_threshold: float = setting(
+        0.1, 'Weaker detections, down to this score, can still continue a track (published '
+        'when they do, even below confidence_threshold).', min_value=0.0, max_value=1.0)
+    new_track_score_threshold: float = setting(
+        0.6, 'An unmatched detection from this score starts a new track.',
+        min_value=0.0, max_value=1.0)
+    match_iou_threshold: float = setting(
+        0.2, "Least IoU between a track's predicted box and a detection for them to match.",
+        min_value=0.0, max_value=1.0)
+    min_hits: int = setting(
+        2, 'Matches before a track is confirmed and gets its id.', min_value=1, max_value=100)
+    class_aware: bool = setting(
+        True, 'A detection continues only tracks of its own class.')
+    trail_length: int = setting(
+        30, 'Centres drawn as a trail behind each track in image_annotated; 0 draws none.',
+        min_value=0, max_value=1000)
     match_iou_second: float = 0.5  # min IoU, confirmed track vs weak detection
     match_iou_tentative: float = 0.3  # min IoU, tentative track vs confident detection
-    max_age_s: float = 1.0  # a confirmed track unmatched for longer is removed
-    min_hits: int = 2  # matches (consecutive frames) before a track is confirmed and gets an id
-    class_aware: bool = True  # a detection matches only tracks of its own class
-    trail_length: int = 30  # centres kept per track for drawing; 0 keeps none
     measurement_noise_frac: float = 0.05  # detector box noise, std as a fraction of box size
     accel_noise_frac_per_s2: float = 6.0  # unmodelled acceleration of the centre, sizes / s^2
     size_accel_noise_frac_per_s2: float = 1.0  # unmodelled change of size rate, sizes / s^2
@@ -72,34 +100,20 @@ class TrackerConfig:
     match_padding_sigmas: float = 2.0  # grow both boxes by this many position std to match
 
     def __post_init__(self) -> None:
-        """Reject values the tracker cannot work with, naming the field and the accepted range."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == 'class_aware':
-                if not isinstance(value, (bool, np.bool_)):
-                    raise ValueError(f'tracking.class_aware must be true or false, got {value!r}')
-                continue
-            if f.name in ('min_hits', 'trail_length'):
-                low = 1 if f.name == 'min_hits' else 0
-                if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                        or value < low):
-                    raise ValueError(
-                        f'tracking.{f.name} must be an integer >= {low}, got {value!r}')
-                continue
-            if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
-                    or not np.isfinite(value)):
-                raise ValueError(f'tracking.{f.name} must be a finite number, got {value!r}')
-            in_unit = f.name.endswith('_threshold') or f.name.startswith('match_iou')
-            if in_unit and not 0.0 <= value <= 1.0:
-                raise ValueError(f'tracking.{f.name} must be in [0, 1], got {value!r}')
-            if f.name == 'match_padding_sigmas':
-                if value < 0.0:
-                    raise ValueError(f'tracking.{f.name} must be >= 0, got {value!r}')
-            elif not in_unit and value <= 0.0:
-                raise ValueError(f'tracking.{f.name} must be > 0, got {value!r}')
+        """Reject values the tracker cannot work with (ConfigError naming the key)."""
+        check_fields(self, 'tracking.')
+        for name, accepted, ok in _TUNING_RULES:
+            value = getattr(self, name)
+            number = (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+                      and math.isfinite(value))
+            if not (number and ok(value)):
+                problem = 'is out of range' if number else 'is not a finite number'
+                raise ConfigError.of(f'tracking.{name}', f'{value!r} {problem}', accepted)
         if self.low_score_threshold > self.high_score_threshold:
-            raise ValueError('tracking.low_score_threshold must be <= high_score_threshold, got '
-                             f'{self.low_score_threshold} > {self.high_score_threshold}')
+            raise ConfigError.of(
+                'tracking.low_score_threshold', f'{self.low_score_threshold:g} is more than '
+                f'tracking.high_score_threshold ({self.high_score_threshold:g})',
+                'a score no higher than tracking.high_score_threshold')
 
 
 @dataclass(frozen=True)
@@ -318,7 +332,7 @@ class Tracker:
             det_free[dets[c]] = False
 
         # 1: confirmed tracks (lost ones included) vs confident detections.
-        assign(confirmed, high, cfg.match_iou_first)
+        assign(confirmed, high, cfg.match_iou_threshold)
         # 2: confirmed tracks matched in the previous frame, still free, vs weak detections.
         if len(low):
             assign(confirmed[track_free[confirmed] & self._seen_last_frame[confirmed]], low,
@@ -372,7 +386,7 @@ class Tracker:
             return track_ids
         iou = self._association_iou(boxes, classes)[confirmed]
         min_iou = np.where(scores >= cfg.high_score_threshold,
-                           cfg.match_iou_first, cfg.match_iou_second)
+                           cfg.match_iou_threshold, cfg.match_iou_second)
         iou = np.where(iou >= min_iou[None, :], iou, 0.0)
         rows, cols = _match(iou, 1e-9)
         track_ids[cols] = self._ids[confirmed[rows]]

@@ -5,26 +5,29 @@ frame; a publishing thread here takes it, caps the rate, resizes and converts it
 `image_raw` and `camera_info` with the capture stamp. While the camera is away it publishes a
 NO SIGNAL picture once per second. `/diagnostics` carries state, rates, drops and latency.
 """
+import logging
 import sys
 import threading
 import time
 from typing import Optional
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from multicam_ros.calibration import Calibration, load_calibration, uncalibrated
-from multicam_ros.capture import CaptureOptions, CaptureState, CaptureWorker, Frame
-from multicam_ros.frames import make_no_signal_frame, output_size, prepare_frame
-from multicam_ros.node_main import declare_params, image_qos, on_param_change, run_node, \
-    use_large_frame_transport
-from multicam_ros.params import CAMERA_PARAMS, camera_rule_problem
-from multicam_ros.ros_convert import camera_info_from_calibration, image_from_array, \
-    stamp_from_ns
-from multicam_ros.sources import native_log_warning, validate_source
-from multicam_ros.stats import LatencyWindow, RateLimiter, RateMeter
+from multicam_ros.core.calibration import Calibration, load_calibration, uncalibrated
+from multicam_ros.core.capture import CaptureState, CaptureWorker
+from multicam_ros.core.diagnostics import CAMERA_SUFFIX, CameraReport, report_name
+from multicam_ros.core.frames import Frame
+from multicam_ros.core.imaging import make_no_signal_frame, output_size, prepare_frame
+from multicam_ros.core.params import CAMERA_PARAMS, camera_configs
+from multicam_ros.core.sources import native_log_warning, validate_source
+from multicam_ros.core.stats import LatencyWindow, RateLimiter, RateMeter
+from multicam_ros.ros.convert import camera_info_from_calibration, diagnostic_status, \
+    image_from_array, stamp_from_ns
+from multicam_ros.ros.node_main import CORE_LOGGER, declare_params, forward_core_logs, \
+    image_qos, on_param_change, run_node, use_large_frame_transport
 
 NO_SIGNAL_PERIOD_S = 1.0
 FALLBACK_SIZE = (640, 480)  # NO SIGNAL size before any frame, when nothing else says a size
@@ -49,30 +52,30 @@ class CameraNode(Node):
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__('camera_node', **node_kwargs)
+        self._log_handler = forward_core_logs(self)
         self._stopping = threading.Event()
         self._worker: Optional[CaptureWorker] = None  # destroy_node may run before it exists
-        p = declare_params(self, CAMERA_PARAMS)
-        crossed = camera_rule_problem(p)
-        if crossed:
-            raise ValueError(f'parameter {crossed}')
-        self._source = validate_source(p['url'], p['password_env'])
+        self._capture_stuck = False
+        s, capture_options = camera_configs(declare_params(self, CAMERA_PARAMS))
+        self._settings = s
+        self._source = validate_source(s.url, s.password_env)
         leak_warning = native_log_warning(self._source)
         if leak_warning:
             self.get_logger().warning(leak_warning)
-        if self._source.secrets and not p['password_env']:
+        if self._source.secrets and not s.password_env:
             self.get_logger().warning(
                 'the password in parameter url can be read by any node (ros2 param get, '
                 '/parameter_events); give the url without it and name an environment variable '
                 'holding it in password_env (multicam-ros launch and cams.launch.py do this)')
         self._calibration: Optional[Calibration] = (
-            load_calibration(p['camera_info_url']) if p['camera_info_url'] else None)
-        self._p = p
-        self._frame_id = p['frame_id'] or default_frame_id(self.get_namespace())
-        self._size = (p['width'], p['height'])
-        self._no_signal_enabled = p['no_signal_image']
-        self._limiter = RateLimiter(p['fps'])
+            load_calibration(s.camera_info_url) if s.camera_info_url else None)
+        self._frame_id = s.frame_id or default_frame_id(self.get_namespace())
+        self._size = (s.width, s.height)
+        self._encoding = s.encoding
+        self._no_signal_enabled = s.no_signal_image
+        self._limiter = RateLimiter(s.fps)
 
-        qos = image_qos(p['reliability'])
+        qos = image_qos(s.reliability)
         self._image_pub = self.create_publisher(Image, 'image_raw', qos)
         self._info_pub = self.create_publisher(CameraInfo, 'camera_info', qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -91,18 +94,14 @@ class CameraNode(Node):
 
         self._worker = CaptureWorker(
             self._source, clock=lambda: self.get_clock().now().nanoseconds,
-            options=CaptureOptions(
-                rtsp_transport=p['rtsp_transport'], open_timeout_s=p['open_timeout_s'],
-                read_timeout_s=p['read_timeout_s'],
-                reconnect_delay_min_s=p['reconnect_delay_min_s'],
-                reconnect_delay_max_s=p['reconnect_delay_max_s'], loop=p['loop']),
-            on_state_change=self._on_state_change, name=self.get_fully_qualified_name())
+            options=capture_options, on_state_change=self._on_state_change,
+            name=self.get_fully_qualified_name())
         self._publish_thread = threading.Thread(target=self._publish_loop, daemon=True,
                                                 name='camera_publish')
-        self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
+        self.create_timer(s.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(
             f'camera {self._source.safe_url} -> {self.resolve_topic_name("image_raw")} '
-            f'({p["encoding"]}, {p["reliability"]}, frame_id {self._frame_id})')
+            f'({s.encoding}, {s.reliability}, frame_id {self._frame_id})')
         self._worker.start()
         self._publish_thread.start()
 
@@ -150,12 +149,12 @@ class CameraNode(Node):
         return stamp_ns
 
     def _publish_frame(self, frame: Frame) -> None:
-        pixels = prepare_frame(frame.image, *self._size, encoding=self._p['encoding'])
+        pixels = prepare_frame(frame.image, *self._size, encoding=self._encoding)
         header = Header(stamp=stamp_from_ns(self._next_stamp_ns(frame.stamp_ns)),
                         frame_id=self._frame_id)
         height, width = pixels.shape[:2]
         self._last_out_size = (width, height)
-        self._image_pub.publish(image_from_array(pixels, self._p['encoding'], header))
+        self._image_pub.publish(image_from_array(pixels, self._encoding, header))
         self._info_pub.publish(camera_info_from_calibration(self._info_for(width, height),
                                                             header))
         self._latency.add(time.monotonic() - frame.monotonic_s)
@@ -180,10 +179,10 @@ class CameraNode(Node):
         stats = self._worker.snapshot()
         detail = f'{self.get_namespace().strip("/") or "camera"}: {stats.state.value}'
         pixels = prepare_frame(make_no_signal_frame(width, height, detail=detail),
-                               encoding=self._p['encoding'])
+                               encoding=self._encoding)
         stamp_ns = self._next_stamp_ns(self.get_clock().now().nanoseconds)
         header = Header(stamp=stamp_from_ns(stamp_ns), frame_id=self._frame_id)
-        self._image_pub.publish(image_from_array(pixels, self._p['encoding'], header))
+        self._image_pub.publish(image_from_array(pixels, self._encoding, header))
         self._no_signal_published += 1
 
     # -- diagnostics -----------------------------------------------------------------------
@@ -191,35 +190,24 @@ class CameraNode(Node):
     def _publish_diagnostics(self) -> None:
         stats = self._worker.snapshot()
         latency = self._latency.percentiles_ms(50, 99)
-        age = stats.last_frame_age_s
         if stats.state is CaptureState.STREAMING:
             message = f'streaming {stats.frame_width}x{stats.frame_height}'
         else:
             message = stats.state.value + (f': {stats.last_error}' if stats.last_error else '')
-        values = {
-            'state': stats.state.value,
-            'url': self._source.safe_url,
-            'capture_fps': f'{stats.capture_fps:.1f}',
-            'publish_fps': f'{self._publish_rate.rate_hz():.1f}',
-            'frames_captured': stats.frames_captured,
-            'frames_published': self._publish_rate.count,
-            'stale_frames_dropped': stats.frames_dropped,
-            'rate_capped_frames': self._rate_skipped,
-            'corrupt_frames_skipped': stats.frames_corrupt,
-            'reconnects': stats.reconnect_attempts,
-            'reconnects_succeeded': stats.reconnects_succeeded,
-            'last_frame_age_s': 'never' if age is None else f'{age:.2f}',
-            'source_size': f'{stats.frame_width}x{stats.frame_height}',
-            'capture_to_publish_p50_ms': f'{latency[50]:.1f}',
-            'capture_to_publish_p99_ms': f'{latency[99]:.1f}',
-            'no_signal_frames': self._no_signal_published,
-            'reliability': self._p['reliability'],
-        }
-        status = DiagnosticStatus(
-            level=_LEVELS[stats.state], name=f'{self.get_fully_qualified_name()}: camera',
-            message=self._source.redact(message), hardware_id=self._source.safe_url,
-            values=[KeyValue(key=k, value=self._source.redact(str(v)))
-                    for k, v in values.items()])
+        report = CameraReport(
+            state=stats.state.value, url=self._source.safe_url, capture_fps=stats.capture_fps,
+            publish_fps=self._publish_rate.rate_hz(), frames_captured=stats.frames_captured,
+            frames_published=self._publish_rate.count,
+            stale_frames_dropped=stats.frames_dropped, rate_capped_frames=self._rate_skipped,
+            corrupt_frames_skipped=stats.frames_corrupt, reconnects=stats.reconnect_attempts,
+            reconnects_succeeded=stats.reconnects_succeeded,
+            last_frame_age_s=stats.last_frame_age_s,
+            source_size=f'{stats.frame_width}x{stats.frame_height}',
+            capture_to_publish_p50_ms=latency[50], capture_to_publish_p99_ms=latency[99],
+            no_signal_frames=self._no_signal_published, reliability=self._settings.reliability)
+        status = diagnostic_status(
+            _LEVELS[stats.state], report_name(self.get_fully_qualified_name(), CAMERA_SUFFIX),
+            message, report, hardware_id=self._source.safe_url, redact=self._source.redact)
         self._diag_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
@@ -227,9 +215,14 @@ class CameraNode(Node):
         """Stop capture and publishing first, so nothing publishes on a destroyed node."""
         self._stopping.set()
         if self._worker is not None:
-            self._worker.stop(timeout_s=1.0)
+            self._capture_stuck = not self._worker.stop(timeout_s=1.0)
             self._publish_thread.join(timeout=1.0)
+        logging.getLogger(CORE_LOGGER).removeHandler(self._log_handler)
         super().destroy_node()
+
+    def needs_hard_exit(self) -> bool:
+        """True when the capture thread is still blocked inside OpenCV (core/capture.py)."""
+        return self._capture_stuck
 
 
 def main(args=None) -> int:

@@ -1,37 +1,34 @@
 """Pure frame functions the camera node applies before publishing: size, encoding, NO SIGNAL.
 
 ROS-free and stateless; every function takes and returns numpy arrays (OpenCV's BGR order).
+The node's `encoding`, `width` and `height` settings (core/params.py) are checked where they are
+declared; the functions here still refuse what they cannot work with, as a ConfigError of that
+setting.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from multicam_ros.sources import redact
+from multicam_ros.core.settings import ConfigError
+from multicam_ros.core.sources import redact
 
 ENCODINGS = ('bgr8', 'rgb8', 'mono8')
 
 
-def validate_encoding(encoding: str) -> str:
-    """Return ``encoding`` if supported, else raise ValueError naming the parameter."""
-    if encoding not in ENCODINGS:
-        raise ValueError(f"parameter 'encoding' must be one of {ENCODINGS}, got {encoding!r}")
-    return encoding
-
-
-def validate_size(width: int, height: int) -> tuple[int, int]:
-    """Check the ``width``/``height`` parameters (0 = keep the source size)."""
-    for name, value in (('width', width), ('height', height)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"parameter '{name}' must be an integer >= 0 (0 keeps the source "
-                             f'size), got {value!r}')
-    return int(width), int(height)
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def output_size(src_width: int, src_height: int, width: int = 0,
                 height: int = 0) -> tuple[int, int]:
-    """The (width, height) to publish: 0 keeps the source size; one of them set keeps aspect."""
-    width, height = validate_size(width, height)
+    """The (width, height) to publish: 0 keeps the source size; one of them set keeps aspect.
+    A requested size that is not an integer >= 0 is a ConfigError of `width` or `height`."""
+    for key, value in (('width', width), ('height', height)):
+        if not _is_int(value) or value < 0:
+            raise ConfigError.of(key, f'{value!r} is not an integer >= 0',
+                                 'an integer >= 0 (0 keeps the source size)')
+    width, height = int(width), int(height)
     if width and height:
         return width, height
     if width:
@@ -53,8 +50,11 @@ def resize_frame(image: np.ndarray, width: int = 0, height: int = 0) -> np.ndarr
 
 
 def convert_encoding(image: np.ndarray, encoding: str) -> np.ndarray:
-    """Convert an OpenCV frame (BGR, BGRA or single-channel) to ``encoding``."""
-    validate_encoding(encoding)
+    """Convert an OpenCV frame (BGR, BGRA or single-channel) to ``encoding`` (one of
+    ENCODINGS, else a ConfigError of `encoding`)."""
+    if encoding not in ENCODINGS:
+        raise ConfigError.of('encoding', f'{encoding!r} is not a choice',
+                             'one of ' + ', '.join(repr(name) for name in ENCODINGS))
     channels = 1 if image.ndim == 2 else image.shape[2]
     if channels == 1:
         gray = image if image.ndim == 2 else image[:, :, 0]
@@ -92,9 +92,10 @@ def make_no_signal_frame(width: int, height: int, text: str = 'NO SIGNAL',
     ``text`` goes in the banner; ``detail`` (camera name, time of the last frame...) goes
     below it in small grey letters, redacted in case it holds a URL.
     """
-    width, height = validate_size(width, height)
-    if width == 0 or height == 0:
-        raise ValueError(f'a NO SIGNAL frame needs a size > 0, got {width}x{height}')
+    if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
+        raise ValueError(f'a NO SIGNAL frame needs an integer size > 0, got {width!r} x '
+                         f'{height!r}')
+    width, height = int(width), int(height)
     frame = np.full((height, width, 3), 24, dtype=np.uint8)
     # Diagonal hatching: a still picture of a dark scene never looks like this.
     step_px = max(8, min(width, height) // 12)

@@ -41,9 +41,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
-from multicam_ros.params import CAMERA_PARAMS, DETECTOR_PARAMS, ParamSpec, \
+from multicam_ros.core.params import CAMERA_PARAMS, DETECTOR_PARAMS, ParamSpec, \
     camera_rule_problem, specs_by_name
-from multicam_ros.sources import ACCEPTED_FORMS, Source, redact, validate_source
+from multicam_ros.core.sources import ACCEPTED_FORMS, Source, redact, validate_source
 
 PACKAGE = 'multicam_ros'
 TOP_LEVEL_KEYS = ('cameras', 'camera_defaults', 'detector', 'transport')

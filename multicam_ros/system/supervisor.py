@@ -33,13 +33,13 @@ from typing import Deque, Dict, IO, List, Optional, Sequence, Tuple
 
 import yaml
 
-from multicam_ros.config import (CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE, RESTART_DELAY_MAX_S,
+from multicam_ros.system.config import (CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE, RESTART_DELAY_MAX_S,
                                  RESTART_DELAY_MIN_S, STABLE_RUN_S, ConfigError, Plan,
                                  PlannedNode, load_config, node_plan)
-from multicam_ros.sources import redact
+from multicam_ros.core.sources import redact
 
-EXECUTABLE_MODULES = {CAMERA_EXECUTABLE: 'multicam_ros.camera_node',
-                      DETECTOR_EXECUTABLE: 'multicam_ros.detector_node'}
+EXECUTABLE_MODULES = {CAMERA_EXECUTABLE: 'multicam_ros.ros.camera_node',
+                      DETECTOR_EXECUTABLE: 'multicam_ros.ros.detector_node'}
 STOP_TIMEOUT_S = 10.0
 STATUS_PERIOD_S = 5.0
 POLL_S = 0.1

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torchvision
 
-from multicam_ros.models.base import Detections
+from multicam_ros.core.models.base import Detections
 
 PAD_VALUE = 114.0 / 255.0
 

@@ -2,9 +2,10 @@
 
 `load_detector(config)` is the one entry point. It checks the configuration, resolves the
 device and hands over to a back-end module, imported only when asked for (torchvision and
-ultralytics are heavy, and ultralytics is optional). Every configuration problem is a
-ValueError whose message names the parameter and what it accepts, so that the node can print it
-and exit non-zero at start-up.
+ultralytics are heavy, and ultralytics is optional). Every configuration problem, a model file
+that cannot be loaded included, is a `ConfigError` (`<key>: <problem>; accepted: <values>`), so
+that the node prints it and exits 2 at start-up; a model that misbehaves at run time raises a
+plain error.
 
 Class names: index = the class id the model outputs. Where they come from, first match wins:
 `model.class_names`, `model.labels_file`, then the model's own (torchvision's COCO list,
@@ -16,28 +17,29 @@ import os
 import re
 from typing import List, Optional, Sequence, Tuple
 
-from multicam_ros.models.base import Detections, Detector, ModelConfig
+from multicam_ros.core.models.base import BACKENDS, Detections, Detector, ModelConfig
+from multicam_ros.core.settings import ConfigError
 
 __all__ = ['BACKENDS', 'Detections', 'Detector', 'ModelConfig', 'check_classes', 'first_line',
-           'load_detector', 'names_from_data', 'read_labels_file', 'resolve_class_names',
-           'resolve_device', 'use_half']
+           'load_detector', 'names_from_data', 'names_origin', 'read_labels_file',
+           'resolve_class_names', 'resolve_device', 'use_half']
 
-BACKENDS = ('torchvision', 'torchscript', 'ultralytics')
 _LOG = logging.getLogger(__name__)
-_DEVICE_WORDS = "one of 'auto', 'cpu', 'cuda', 'cuda:N'"
+_DEVICE_WORDS = "'auto', 'cpu', 'cuda' or 'cuda:N' (N: a GPU index)"
+_LABELS_WORDS = ('a file of class names: one per line, or a YAML/JSON list (or a mapping '
+                'id -> name, or one with a names key)')
 
 
 def load_detector(config: ModelConfig) -> Detector:
     """Load the model that `config` describes onto its device, ready for `infer`."""
-    _check_common(config)
     device = resolve_device(config.device)
     if config.backend == 'torchvision':
-        from multicam_ros.models.torchvision_backend import TorchvisionDetector
+        from multicam_ros.core.models.torchvision_backend import TorchvisionDetector
         return TorchvisionDetector(config, device)
     if config.backend == 'torchscript':
-        from multicam_ros.models.torchscript_backend import TorchscriptDetector
+        from multicam_ros.core.models.torchscript_backend import TorchscriptDetector
         return TorchscriptDetector(config, device)
-    from multicam_ros.models.ultralytics_backend import UltralyticsDetector
+    from multicam_ros.core.models.ultralytics_backend import UltralyticsDetector
     return UltralyticsDetector(config, device)
 
 
@@ -59,15 +61,17 @@ def resolve_device(requested: str) -> str:
         return 'cpu'
     match = re.fullmatch(r'cuda(?::(\d+))?', text)
     if match is None:
-        raise ValueError(f'parameter device: {requested!r} is not {_DEVICE_WORDS}')
+        raise ConfigError.of('device', f'{requested!r} is not a device name', _DEVICE_WORDS)
     if not torch.cuda.is_available():
-        raise ValueError(f'parameter device: {requested!r} asked for, but {_why_no_cuda()}; '
-                         f"use 'cpu' or 'auto' (accepted: {_DEVICE_WORDS})")
+        raise ConfigError.of('device', f'{requested!r} asked for, but {_why_no_cuda()}',
+                             "'auto', 'cpu' (no CUDA device on this machine)")
     index = int(match.group(1) or 0)
     count = torch.cuda.device_count()
     if index >= count:
-        raise ValueError(f'parameter device: {requested!r} asked for, but this machine has '
-                         f'{count} CUDA device(s): cuda:0 to cuda:{count - 1}')
+        plural = '' if count == 1 else 's'
+        indices = ', '.join(f"'cuda:{n}'" for n in range(count))
+        raise ConfigError.of('device', f'{requested!r} asked for, but this machine has {count} '
+                             f'CUDA device{plural}', f"'auto', 'cpu', 'cuda', {indices}")
     return f'cuda:{index}'
 
 
@@ -82,16 +86,18 @@ def use_half(config: ModelConfig, device: str) -> bool:
     return True
 
 
-def read_labels_file(path: str, parameter: str = 'model.labels_file') -> List[str]:
+def read_labels_file(path: str, key: str = 'model.labels_file', label: str = '') -> List[str]:
     """Class names from a file: a YAML or JSON list (or a mapping id -> name, or a mapping with
     a `names` key, as in YOLO data files) for .yaml/.yml/.json, else one name per line (blank
-    lines skipped)."""
+    lines skipped). Problems are ConfigErrors of `key`; `label` names the file in them
+    (default: its path)."""
+    label = label or repr(path)
     try:
         with open(path, 'r', encoding='utf-8') as stream:
             text = stream.read()
     except OSError as exc:
-        raise ValueError(f'parameter {parameter}: cannot read {path!r} ({exc.strerror or exc}); '
-                         'expected a file of class names') from None
+        raise ConfigError.of(key, f'cannot read {label} ({exc.strerror or exc})',
+                             _LABELS_WORDS) from None
     extension = os.path.splitext(path)[1].lower()
     if extension not in ('.yaml', '.yml', '.json'):
         names = [line.strip() for line in text.splitlines() if line.strip()]
@@ -103,16 +109,21 @@ def read_labels_file(path: str, parameter: str = 'model.labels_file') -> List[st
                 import yaml
                 data = yaml.safe_load(text)
         except Exception as exc:  # noqa: BLE001 - any parse error is the same bad input
-            raise ValueError(f'parameter {parameter}: {path!r} is not valid '
-                             f'{extension[1:].upper()} ({exc})') from None
-        names = names_from_data(data, f'parameter {parameter}: {path!r}')
+            details = ' '.join(str(exc).split())
+            raise ConfigError.of(key, f'{label} is not valid {extension[1:].upper()} '
+                                 f'({details})', _LABELS_WORDS) from None
+        try:
+            names = names_from_data(data)
+        except ValueError as exc:
+            raise ConfigError.of(key, f'{label}: {exc}', _LABELS_WORDS) from None
     if not names:
-        raise ValueError(f'parameter {parameter}: {path!r} holds no class names')
+        raise ConfigError.of(key, f'{label} holds no class names', _LABELS_WORDS)
     return names
 
 
-def names_from_data(data: object, where: str) -> List[str]:
-    """A list of names, a mapping id -> name (ids 0..n-1), or a mapping with `names` -> list."""
+def names_from_data(data: object) -> List[str]:
+    """A list of names, a mapping id -> name (ids 0..n-1), or a mapping with `names` -> list.
+    Anything else is a ValueError saying what is wrong (the caller names the source)."""
     if isinstance(data, dict) and 'names' in data:
         data = data['names']
     if isinstance(data, dict):
@@ -121,11 +132,11 @@ def names_from_data(data: object, where: str) -> List[str]:
         except (TypeError, ValueError):
             by_id = {}
         if sorted(by_id) != list(range(len(data))):
-            raise ValueError(f'{where}: a mapping of class names needs the ids 0 to n-1 as keys')
+            raise ValueError('a mapping of class names needs the ids 0 to n-1 as keys')
         return [by_id[index] for index in range(len(by_id))]
     if isinstance(data, list) and all(isinstance(name, (str, int, float)) for name in data):
         return [str(name) for name in data]
-    raise ValueError(f'{where}: expected a list of class names (or a mapping id -> name)')
+    raise ValueError('expected a list of class names (or a mapping id -> name)')
 
 
 def resolve_class_names(config: ModelConfig, own: Optional[Sequence[str]],
@@ -133,18 +144,25 @@ def resolve_class_names(config: ModelConfig, own: Optional[Sequence[str]],
     """(names, where they came from): the parameters override the model's own names `own`
     (None when it has none); (None, '') when there are none at all."""
     if config.class_names:
-        return [str(name) for name in config.class_names], 'parameter model.class_names'
+        return [str(name) for name in config.class_names], 'model.class_names'
     if config.labels_file:
-        return (read_labels_file(config.labels_file),
-                f'parameter model.labels_file ({config.labels_file})')
+        return read_labels_file(config.labels_file), f'model.labels_file ({config.labels_file})'
     if own is not None:
         return list(own), own_source
     return None, ''
 
 
+def names_origin(config: ModelConfig) -> Tuple[str, str]:
+    """(key, words) of the parameter that gave the class names, for a ConfigError about them:
+    ('model.class_names', '') or ('model.labels_file', " in '<path>'")."""
+    if config.class_names:
+        return 'model.class_names', ''
+    return 'model.labels_file', f' in {config.labels_file!r}'
+
+
 def check_classes(class_names: Sequence[str], classes: Sequence[str]) -> Optional[List[int]]:
-    """Class ids whose name is in `classes` (None keeps every class); an unknown name is an
-    error naming parameter `classes` and the model's classes."""
+    """Class ids whose name is in `classes` (None keeps every class); an unknown name is a
+    ConfigError of `classes` that lists the model's classes."""
     if not classes:
         return None
     known = set(class_names)
@@ -152,9 +170,9 @@ def check_classes(class_names: Sequence[str], classes: Sequence[str]) -> Optiona
     if unknown:
         shown = ', '.join(repr(name) for name in list(dict.fromkeys(class_names))[:100])
         more = '' if len(set(class_names)) <= 100 else ', ...'
-        raise ValueError(f'parameter classes: unknown class name(s) '
-                         f"{', '.join(repr(name) for name in unknown)}; this model's classes "
-                         f'are {shown}{more}')
+        raise ConfigError.of('classes', 'unknown class name(s) '
+                             f"{', '.join(repr(name) for name in unknown)}",
+                             f"this model's classes: {shown}{more}")
     wanted = set(classes)
     return [index for index, name in enumerate(class_names) if name in wanted]
 
@@ -163,20 +181,6 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's text, shortened: enough for a one-line error."""
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else ''
-
-
-def _check_common(config: ModelConfig) -> None:
-    """The parameters every back-end relies on (params.py checks them for the node too)."""
-    if config.backend not in BACKENDS:
-        raise ValueError(f'parameter model.backend: {config.backend!r} is not one of '
-                         f"{', '.join(repr(name) for name in BACKENDS)}")
-    checks = (('input_size', config.input_size, 32, 4096),
-              ('confidence_threshold', config.confidence_threshold, 0.0, 1.0),
-              ('iou_threshold', config.iou_threshold, 0.0, 1.0),
-              ('max_detections', config.max_detections, 1, 10000))
-    for name, value, low, high in checks:
-        if not low <= value <= high:
-            raise ValueError(f'parameter {name}: {value!r} is not from {low:g} to {high:g}')
 
 
 def _why_no_cuda() -> str:

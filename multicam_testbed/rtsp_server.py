@@ -3,7 +3,7 @@
 
 Run by Debian's own /usr/bin/python3, which owns the GObject bindings (python3-gi): this file
 imports nothing from a virtual environment or from multicam_ros, so that a venv can start it as a
-separate process (see multicam_ros.testbed.RtspTestServer).
+separate process (see multicam_testbed.RtspTestServer).
 
 Mounts are rtsp://HOST:PORT/cam0 ... /camN-1. Each is `videotestsrc is-live=true` with its own
 pattern, its camera name and running time burnt in, encoded by x264enc (zerolatency, ultrafast,

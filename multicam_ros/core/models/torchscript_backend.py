@@ -37,13 +37,15 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from multicam_ros.models import (check_classes, first_line, names_from_data, read_labels_file,
-                                 resolve_class_names, use_half)
-from multicam_ros.models.base import Detections, ModelConfig
-from multicam_ros.models.preprocess import PAD_VALUE, letterbox_batch, postprocess_dense
+from multicam_ros.core.models import (check_classes, first_line, names_from_data,
+                                      read_labels_file, resolve_class_names, use_half)
+from multicam_ros.core.models.base import Detections, ModelConfig
+from multicam_ros.core.models.preprocess import PAD_VALUE, letterbox_batch, postprocess_dense
+from multicam_ros.core.settings import ConfigError
 
 _LOG = logging.getLogger(__name__)
 _FILE_WORDS = 'a TorchScript file (torch.jit.save) or a torch.export program (.pt2)'
+_OUTPUT_WORDS = 'a model whose output is B x N x (4 + classes) or B x (4 + classes) x N'
 _METADATA_FILE = 'config.txt'  # where ultralytics' TorchScript export keeps its metadata
 
 
@@ -57,11 +59,10 @@ class TorchscriptDetector:
         self._config = config
         path = config.path.strip()
         if not path:
-            raise ValueError(f'parameter model.path: empty; the torchscript back-end needs '
-                             f'{_FILE_WORDS}')
+            raise ConfigError.of('model.path', 'empty, but the torchscript back-end needs a '
+                                 'model file', _FILE_WORDS)
         if not os.path.isfile(path):
-            raise ValueError(f'parameter model.path: {path!r} is not a file; expected '
-                             f'{_FILE_WORDS}')
+            raise ConfigError.of('model.path', f'{path!r} is not a file', _FILE_WORDS)
         self._dtype = torch.float16 if self.half else torch.float32
         self.model, metadata = _load(path, device)
         if self.half:
@@ -122,13 +123,14 @@ class TorchscriptDetector:
                 output = _first_tensor(self.model(dummy))
         except Exception as exc:  # noqa: BLE001 - whatever the model raises
             text = ' '.join(str(exc).split())[:400]
-            raise ValueError(f'parameter model.path: {path!r} failed on a dummy batch of shape '
-                             f'2 x 3 x {size} x {size} (input_size {size}; the model must take '
-                             f'any batch size): {type(exc).__name__}: {text}') from None
+            raise ConfigError.of(
+                'model.path', f'{path!r} failed on a dummy batch of shape 2 x 3 x {size} x '
+                f'{size} (input_size {size}): {type(exc).__name__}: {text}',
+                f'a model that takes any batch size B of B x 3 x {size} x {size} (export it '
+                'with a dynamic batch dimension, for this input_size)') from None
         if output.ndim != 3 or output.shape[0] != 2:
-            raise ValueError(f'parameter model.path: {path!r} returned shape '
-                             f'{tuple(output.shape)} for a batch of 2; expected B x N x '
-                             '(4 + classes) or B x (4 + classes) x N')
+            raise ConfigError.of('model.path', f'{path!r} returned shape {tuple(output.shape)} '
+                                 'for a batch of 2', _OUTPUT_WORDS)
         return tuple(output.shape)
 
 
@@ -150,10 +152,10 @@ def _load(path: str, device: str) -> Tuple[torch.nn.Module, dict]:
     except Exception as exc:  # noqa: BLE001 - corrupt zip, wrong format, ...
         hint = ''
         if 'constants.pkl' in str(exc) or 'data.pkl' in str(exc):
-            hint = ('; a checkpoint or state dict is not an exported model (an ultralytics '
+            hint = (', and a checkpoint or state dict is not an exported model (an ultralytics '
                     '.pt file needs model.backend ultralytics)')
-        raise ValueError(f'parameter model.path: cannot load {path!r} as {_FILE_WORDS} '
-                         f'({type(exc).__name__}: {first_line(exc)}){hint}') from None
+        raise ConfigError.of('model.path', f'cannot load {path!r} ({type(exc).__name__}: '
+                             f'{first_line(exc)}){hint}', _FILE_WORDS) from None
     raw = extra.get(_METADATA_FILE) or ''
     try:
         metadata = json.loads(raw.decode() if isinstance(raw, bytes) else raw) if raw else {}
@@ -166,10 +168,11 @@ def _own_names(path: str, metadata: dict) -> Tuple[Optional[List[str]], str]:
     """Names from the sidecar file, else from the model's metadata, else (None, '')."""
     sidecar = _sidecar(path)
     if os.path.isfile(sidecar):
-        return read_labels_file(sidecar, f'model.path (class names file {sidecar})'), sidecar
+        return read_labels_file(sidecar, 'model.path', f'its class names file {sidecar!r}'), \
+            sidecar
     if 'names' in metadata:
         try:
-            return names_from_data(metadata['names'], 'metadata'), f'{path} (metadata)'
+            return names_from_data(metadata['names']), f'{path} (metadata)'
         except ValueError:
             _LOG.warning('model.path %s: ignoring unreadable class names in its metadata', path)
     return None, ''
@@ -192,18 +195,19 @@ def _layout(shape: Tuple[int, ...], names: Optional[Sequence[str]], source: str,
             return False, len(names)
         if rows == channels:
             return True, len(names)
-        raise ValueError(
-            f'parameter model.path: {path!r} outputs shape {shape}, which has no dimension of '
-            f'4 + {len(names)} = {channels} for the {len(names)} class names from {source}; '
-            'the class names must match the model (an output with an objectness column, as in '
-            'YOLOv5, is not supported)')
+        raise ConfigError.of(
+            'model.path', f'{path!r} outputs shape {shape}, which has no dimension of '
+            f'4 + {len(names)} = {channels} for the {len(names)} class names from {source}',
+            'class names that match the model, whose output is B x N x (4 + classes) or '
+            'B x (4 + classes) x N (an objectness column, as in YOLOv5, is not supported)')
     if rows == columns:
-        raise ValueError(f'parameter model.path: {path!r} outputs shape {shape}: cannot tell '
-                         'boxes from channels; set model.class_names or model.labels_file')
+        raise ConfigError.of('model.path', f'{path!r} outputs shape {shape}: cannot tell boxes '
+                             'from channels', 'the class names, set in model.class_names or '
+                             'model.labels_file')
     channels = min(rows, columns)
     if channels < 5:
-        raise ValueError(f'parameter model.path: {path!r} outputs shape {shape}; expected '
-                         'B x N x (4 + classes) with at least one class')
+        raise ConfigError.of('model.path', f'{path!r} outputs shape {shape}',
+                             'B x N x (4 + classes) with at least one class')
     return rows < columns, channels - 4
 
 

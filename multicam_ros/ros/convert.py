@@ -3,15 +3,17 @@
 The only module besides the nodes that imports message types.
 """
 import array
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from multicam_ros.calibration import Calibration
+from multicam_ros.core import diagnostics
+from multicam_ros.core.calibration import Calibration
 
 CHANNELS = {'bgr8': 3, 'rgb8': 3, 'mono8': 1, 'bgra8': 4, 'rgba8': 4}
 _TO_BGR = {'rgb8': cv2.COLOR_RGB2BGR, 'mono8': cv2.COLOR_GRAY2BGR, 'bgra8': cv2.COLOR_BGRA2BGR,
@@ -65,3 +67,14 @@ def camera_info_from_calibration(calibration: Calibration, header: Header) -> Ca
     return CameraInfo(header=header, width=calibration.width, height=calibration.height,
                       distortion_model=calibration.distortion_model, d=list(calibration.d),
                       k=list(calibration.k), r=list(calibration.r), p=list(calibration.p))
+
+
+def diagnostic_status(level: bytes, name: str, message: str, report: object,
+                      hardware_id: str = '',
+                      redact: Callable[[str], str] = lambda text: text) -> DiagnosticStatus:
+    """A DiagnosticStatus carrying one report of the diagnostics contract (core/diagnostics.py);
+    `redact` is applied to every text that could hold a camera URL."""
+    return DiagnosticStatus(
+        level=level, name=name, message=redact(message), hardware_id=redact(hardware_id),
+        values=[KeyValue(key=key, value=redact(value))
+                for key, value in diagnostics.values(report).items()])

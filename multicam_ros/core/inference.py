@@ -1,14 +1,16 @@
 """The inference thread: newest frame of every camera -> one batch -> one forward pass ->
-per-camera results. ROS-free; the node passes a callback that publishes."""
+per-camera results, handed to the result stage, whose own thread does the per-camera output
+work (the node's callback: tracking, messages, drawing). ROS-free."""
 import collections
 import logging
 import threading
 import time
-from typing import Callable, Counter, Optional
+from typing import Callable, Counter, Optional, Sequence
 
-from multicam_ros.batching import BatchCollector, InputFrame
-from multicam_ros.models.base import Detections, Detector
-from multicam_ros.stats import LatencyWindow
+from multicam_ros.core.batching import BatchCollector
+from multicam_ros.core.frames import InputFrame
+from multicam_ros.core.models.base import Detections, Detector
+from multicam_ros.core.stats import LatencyWindow
 
 ResultCallback = Callable[[str, InputFrame, Detections], None]
 _LOG = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class InferenceWorker:
                         return
                     with self._lock:
                         self.result_errors += 1
-                    text = f'{camera}: handling results failed: {type(exc).__name__}: {exc}'
+                    text = f'{camera}: handing over results failed: {type(exc).__name__}: {exc}'
                     if text not in reported and len(reported) < 100:  # each failure once
                         reported.add(text)
                         self._on_error(text)
@@ -85,3 +87,54 @@ class InferenceWorker:
         mean = sum(size * n for size, n in sizes.items()) / total if total else 0.0
         return {'batches': total, 'mean': mean, 'max': max(sizes, default=0),
                 'histogram': dict(sorted(sizes.items())), 'errors': errors}
+
+
+class ResultStage:
+    """Per-camera output work (tracking, messages, drawing, publishing) on a thread of its own,
+    so that the inference thread starts the next batch at once instead of waiting for it.
+
+    `put` is all the inference thread does per result: it keeps the newest result of each
+    camera (a result the stage had not taken yet is replaced and counted in `dropped`, exactly
+    like frames in the newest-frame slots). The stage's thread hands results to `handle` in
+    order per camera, so a camera's tracker, owned by this thread alone, sees its frames in
+    capture order.
+    """
+
+    def __init__(self, cameras: Sequence[str], handle: ResultCallback,
+                 on_error: Optional[Callable[[str], None]] = None) -> None:
+        self._slots = BatchCollector(cameras)
+        self._handle = handle
+        self._on_error = on_error or (lambda text: _LOG.error(text))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='results', daemon=True)
+        self._reported: set = set()
+
+    def start(self) -> 'ResultStage':
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        self._slots.close()
+        self._thread.join(timeout_s)
+
+    def put(self, camera: str, frame: InputFrame, detections: Detections) -> None:
+        self._slots.put(camera, (frame, detections))
+
+    def dropped(self, camera: str) -> int:
+        """Results of `camera` replaced before the stage took them."""
+        return self._slots.counts(camera).dropped
+
+    def _run(self) -> None:
+        everyone = len(self._slots.cameras)
+        while not self._stop.is_set():
+            for camera, (frame, detections) in self._slots.collect(everyone, timeout_s=0.5):
+                try:
+                    self._handle(camera, frame, detections)
+                except Exception as exc:  # noqa: BLE001 - one camera's failure is its own
+                    if self._stop.is_set():
+                        return
+                    text = f'{camera}: handling results failed: {type(exc).__name__}: {exc}'
+                    if text not in self._reported and len(self._reported) < 100:
+                        self._reported.add(text)  # each distinct failure once
+                        self._on_error(text)

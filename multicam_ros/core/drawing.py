@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from multicam_ros.models.base import Detections
+from multicam_ros.core.models.base import Detections
 
 
 def class_color(class_id: int) -> tuple:

@@ -25,16 +25,18 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 
-from multicam_ros.sources import apply_rtsp_transport, capture_params, RTSP_TRANSPORTS, Source
+from multicam_ros.core.frames import Frame, LatestFrameSlot
+from multicam_ros.core.settings import ConfigError, check_fields, setting
+from multicam_ros.core.sources import RTSP_TRANSPORTS, Source, apply_rtsp_transport, \
+    capture_params
 
 _LOG = logging.getLogger(__name__)
 
-T = TypeVar('T')
 Clock = Callable[[], int]
 
 
@@ -51,95 +53,6 @@ class CaptureState(str, enum.Enum):
 StateCallback = Callable[[CaptureState, CaptureState, str], None]
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One decoded frame: BGR pixels, capture stamp (injected clock, ns), sequence number."""
-
-    image: np.ndarray
-    stamp_ns: int
-    seq: int
-    monotonic_s: float  # time.monotonic() at the same moment, for ages and latencies
-
-
-class LatestFrameSlot(Generic[T]):
-    """Thread-safe single slot holding only the newest item.
-
-    ``put`` overwrites; an overwritten item nobody took counts as dropped. ``take`` hands each
-    item out at most once. ``close`` wakes every waiter; after it, ``take`` still returns an
-    item already in the slot, then None at once.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Optional[T] = None
-        self._closed = False
-        self._put_count = 0
-        self._taken_count = 0
-        self._dropped_count = 0
-
-    def put(self, item: T) -> bool:
-        """Store ``item`` as the newest; return True if it replaced an unconsumed item."""
-        with self._cond:
-            replaced = self._item is not None
-            if replaced:
-                self._dropped_count += 1
-            self._item = item
-            self._put_count += 1
-            self._cond.notify_all()
-            return replaced
-
-    def take(self, timeout_s: Optional[float] = None) -> Optional[T]:
-        """Return the newest unconsumed item, waiting up to ``timeout_s``; None on timeout.
-
-        ``timeout_s=None`` waits until an item arrives or the slot is closed; 0 polls.
-        """
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while self._item is None and not self._closed:
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    remaining_s = deadline - time.monotonic()
-                    if remaining_s <= 0:
-                        return None
-                    self._cond.wait(remaining_s)
-            if self._item is None:
-                return None
-            item, self._item = self._item, None
-            self._taken_count += 1
-            return item
-
-    def close(self) -> None:
-        """Wake all waiters; ``take`` no longer waits (the worker closes it on stop/ENDED)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close`` was called."""
-        with self._cond:
-            return self._closed
-
-    @property
-    def put_count(self) -> int:
-        """Items ever put."""
-        with self._cond:
-            return self._put_count
-
-    @property
-    def taken_count(self) -> int:
-        """Items handed out by ``take``."""
-        with self._cond:
-            return self._taken_count
-
-    @property
-    def dropped_count(self) -> int:
-        """Items overwritten before anyone took them (stale frames dropped)."""
-        with self._cond:
-            return self._dropped_count
-
-
 class Backoff:
     """Exponential backoff with jitter: attempt n waits ~min_s * 2**n, capped at max_s.
 
@@ -149,23 +62,14 @@ class Backoff:
 
     def __init__(self, min_s: float, max_s: float, jitter_fraction: float = 0.25,
                  rng: Optional[random.Random] = None) -> None:
-        if min_s <= 0:
-            raise ValueError(f"parameter 'reconnect_delay_min_s' must be > 0, got {min_s}")
-        if max_s < min_s:
-            raise ValueError(f"parameter 'reconnect_delay_max_s' ({max_s}) must be >= "
-                             f"'reconnect_delay_min_s' ({min_s})")
-        if not 0 <= jitter_fraction < 1:
-            raise ValueError(f'jitter_fraction must be in [0, 1), got {jitter_fraction}')
+        if not 0 < min_s <= max_s or not 0 <= jitter_fraction < 1:
+            raise ValueError(f'backoff needs 0 < min_s <= max_s and 0 <= jitter_fraction < 1, '
+                             f'got {min_s}, {max_s}, {jitter_fraction}')
         self.min_s = min_s
         self.max_s = max_s
         self.jitter_fraction = jitter_fraction
         self._rng = rng or random.Random()
         self._attempt = 0
-
-    @property
-    def attempt(self) -> int:
-        """Delays handed out since the last reset."""
-        return self._attempt
 
     def next_delay_s(self) -> float:
         """The next delay to wait, in seconds."""
@@ -181,29 +85,37 @@ class Backoff:
 
 @dataclass(frozen=True)
 class CaptureOptions:
-    """Everything a CaptureWorker needs besides the source; validated on creation."""
+    """Everything a CaptureWorker needs besides the source; validated on creation. The
+    `setting` fields are camera_node parameters (core/params.py)."""
 
-    rtsp_transport: str = 'tcp'
-    open_timeout_s: float = 5.0
-    read_timeout_s: float = 5.0
-    reconnect_delay_min_s: float = 0.5
-    reconnect_delay_max_s: float = 10.0
+    rtsp_transport: str = setting(
+        'tcp', 'RTSP transport: tcp (robust) or udp (lower latency on a clean network, loses '
+        'frames on a lossy one).', choices=RTSP_TRANSPORTS)
+    open_timeout_s: float = setting(
+        5.0, 'Give up opening the stream after this long.', min_value=0.1, max_value=600.0)
+    read_timeout_s: float = setting(
+        3.0, 'Reconnect when no frame arrived for this long.', min_value=0.1, max_value=600.0)
+    reconnect_delay_min_s: float = setting(
+        0.5, 'First delay before reconnecting; it doubles (with jitter) after each failed '
+        'attempt.', min_value=0.01, max_value=600.0)
+    reconnect_delay_max_s: float = setting(
+        10.0, 'Longest delay between reconnect attempts.', min_value=0.01, max_value=3600.0)
+    loop: bool = setting(True, 'Video files only: start again at the end instead of stopping.')
     jitter_fraction: float = 0.25
-    loop: bool = False  # video files: rewind at the end instead of ENDED
     pace_files: bool = True  # video files: deliver at the file's fps, not as fast as possible
     fps_window_s: float = 2.0  # sliding window of the capture fps
     max_consecutive_corrupt: int = 30  # undecodable frames in a row before reopening
 
     def __post_init__(self) -> None:
-        if self.rtsp_transport not in RTSP_TRANSPORTS:
-            raise ValueError(f"parameter 'rtsp_transport' must be one of {RTSP_TRANSPORTS}, "
-                             f'got {self.rtsp_transport!r}')
-        for name in ('open_timeout_s', 'read_timeout_s', 'fps_window_s'):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"parameter '{name}' must be > 0, got {getattr(self, name)}")
-        if self.max_consecutive_corrupt < 1:
-            raise ValueError('max_consecutive_corrupt must be >= 1')
-        Backoff(self.reconnect_delay_min_s, self.reconnect_delay_max_s, self.jitter_fraction)
+        check_fields(self)
+        if self.reconnect_delay_min_s > self.reconnect_delay_max_s:
+            raise ConfigError.of(
+                'reconnect_delay_min_s', f'{self.reconnect_delay_min_s:g} is more than '
+                f'reconnect_delay_max_s ({self.reconnect_delay_max_s:g})',
+                'a delay no longer than reconnect_delay_max_s')
+        if not 0 <= self.jitter_fraction < 1 or not self.fps_window_s > 0 \
+                or self.max_consecutive_corrupt < 1:
+            raise ValueError(f'invalid internal capture options: {self}')
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,13 @@ from typing import List, Sequence
 import numpy as np
 import torch
 
-from multicam_ros.models import (check_classes, first_line, names_from_data, resolve_class_names,
-                                 use_half)
-from multicam_ros.models.base import Detections, ModelConfig
-from multicam_ros.models.preprocess import check_frames
+from multicam_ros.core.models import (check_classes, first_line, names_from_data, names_origin,
+                                      resolve_class_names, use_half)
+from multicam_ros.core.models.base import Detections, ModelConfig
+from multicam_ros.core.models.preprocess import check_frames
+from multicam_ros.core.settings import ConfigError
+
+_FILE_WORDS = 'a YOLO model file that ultralytics loads, such as yolov8n.pt'
 
 
 class UltralyticsDetector:
@@ -28,23 +31,25 @@ class UltralyticsDetector:
         try:
             from ultralytics import YOLO
         except ImportError as exc:
-            raise ValueError(f"parameter model.backend: 'ultralytics' needs the ultralytics "
-                             f'package, which cannot be imported ({first_line(exc)}); install '
-                             "it with 'pip install ultralytics', or use model.backend "
-                             "'torchscript' with an exported model") from None
+            raise ConfigError.of(
+                'model.backend', "'ultralytics' needs the ultralytics package, which cannot be "
+                f'imported ({first_line(exc)})', "'ultralytics' once installed with 'pip "
+                "install ultralytics', or 'torchscript' with an exported model") from None
         path = config.path.strip()
         if not os.path.isfile(path):  # never let ultralytics try to download a bare name
-            raise ValueError(f'parameter model.path: {path!r} is not a file; the ultralytics '
-                             'back-end needs a YOLO model file such as yolov8n.pt')
+            raise ConfigError.of('model.path', f'{path!r} is not a file', _FILE_WORDS)
         try:
             self._yolo = YOLO(path)
-            own = names_from_data(dict(self._yolo.names), 'model names')
+            own = names_from_data(dict(self._yolo.names))
         except Exception as exc:  # noqa: BLE001 - whatever ultralytics raises on a bad file
-            raise ValueError(f'parameter model.path: ultralytics cannot load {path!r} '
-                             f'({type(exc).__name__}: {first_line(exc)})') from None
-        names, source = resolve_class_names(config, own, 'the model')
+            raise ConfigError.of('model.path', f'ultralytics cannot load {path!r} '
+                                 f'({type(exc).__name__}: {first_line(exc)})',
+                                 _FILE_WORDS) from None
+        names, _ = resolve_class_names(config, own, 'the model')
         if len(names) != len(own):
-            raise ValueError(f'{source}: {len(names)} names, but {path} has {len(own)} classes')
+            key, where = names_origin(config)
+            raise ConfigError.of(key, f'{len(names)} names{where}, but {path} has {len(own)} '
+                                 'classes', f'{len(own)} names, one for each class of the model')
         self.class_names: List[str] = list(names)
         self.device = device
         self.half = use_half(config, device)

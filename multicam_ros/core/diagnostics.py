@@ -1,0 +1,126 @@
+"""The /diagnostics contract between this package's processes: status names and keys. ROS-free.
+
+Writers (camera_node, detector_node) fill one of the report dataclasses below and publish
+`report.values()` as the KeyValue list of a DiagnosticStatus named `report_name(...)`; readers
+(the status table of `multicam-ros launch`, tests, anyone) parse them back with `parse(...)`.
+The field names are the keys, so a key is written in exactly one place. Monitoring only: no
+control logic of this package depends on another process's diagnostics.
+
+Status names:
+- `<camera_node fqn>: camera`   one CameraReport per camera_node, e.g. `/front/camera_node: camera`
+- `<detector fqn>: <camera ns>` one ServedCameraReport per camera the detector serves
+- `<detector fqn>: model`       one ModelReport for the shared model
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Type, TypeVar
+
+R = TypeVar('R')
+
+CAMERA_SUFFIX = 'camera'
+MODEL_SUFFIX = 'model'
+NEVER = 'never'  # last_frame_age_s before the first frame
+
+
+def report_name(node_fqn: str, suffix: str) -> str:
+    """`/front/camera_node` + `camera` -> `/front/camera_node: camera`."""
+    return f'{node_fqn}: {suffix}'
+
+
+@dataclass(frozen=True)
+class CameraReport:
+    """What one camera_node reports: state, rates, drops, reconnects, latency."""
+
+    state: str  # a CaptureState value: connecting, streaming, reconnecting, ended, stopped
+    url: str  # redacted
+    capture_fps: float
+    publish_fps: float
+    frames_captured: int
+    frames_published: int
+    stale_frames_dropped: int  # replaced in the newest-frame slot before publishing
+    rate_capped_frames: int  # skipped by the fps cap
+    corrupt_frames_skipped: int
+    reconnects: int  # opens tried after the stream was lost or never came
+    reconnects_succeeded: int
+    last_frame_age_s: Optional[float]  # None: never had a frame
+    source_size: str  # WxH of the decoded frames
+    capture_to_publish_p50_ms: float
+    capture_to_publish_p99_ms: float
+    no_signal_frames: int
+    reliability: str
+
+
+@dataclass(frozen=True)
+class ServedCameraReport:
+    """What the detector reports for each camera it serves."""
+
+    frames_in_hz: float
+    frames_processed_hz: float
+    frames_received: int
+    frames_processed: int
+    frames_dropped: int  # replaced in the detector's newest-frame slot before inference
+    frames_invalid: int
+    latency_p50_ms: float  # capture stamp -> detections published
+    latency_p95_ms: float
+    tracks: Optional[int] = None  # None: tracking off
+    results_dropped: int = 0  # results replaced before the output stage took them
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """What the detector reports about its one shared model."""
+
+    device: str
+    model: str
+    model_memory_mb: float
+    batches: int
+    batch_size_mean: float
+    batch_size_max: int
+    batch_sizes: str  # histogram 'size:count size:count ...'
+    inference_p50_ms: float
+    inference_p95_ms: float
+    inference_errors: int
+    cuda_allocated_mb: Optional[float] = None  # None off CUDA
+    cuda_reserved_mb: Optional[float] = None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float):
+        return f'{value:.2f}' if abs(value) < 10 else f'{value:.1f}'
+    return str(value)
+
+
+def values(report: object) -> Dict[str, str]:
+    """The KeyValue pairs of a report, in field order; None fields are left out (last frame
+    age: 'never')."""
+    out = {}
+    for f in dataclasses.fields(report):
+        value = getattr(report, f.name)
+        if value is None:
+            if f.name == 'last_frame_age_s':
+                out[f.name] = NEVER
+            continue
+        out[f.name] = _text(value)
+    return out
+
+
+def parse(cls: Type[R], pairs: Mapping[str, str]) -> Optional[R]:
+    """A report from received KeyValue pairs, or None when a required key is missing or a value
+    does not parse (another version of this package, or not one of our statuses)."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        text = pairs.get(f.name)
+        if text is None or (f.name == 'last_frame_age_s' and text == NEVER):
+            if f.default is dataclasses.MISSING and f.name != 'last_frame_age_s':
+                return None
+            kwargs[f.name] = f.default if f.default is not dataclasses.MISSING else None
+            continue
+        kind = f.type.replace('Optional[', '').rstrip(']') if isinstance(f.type, str) \
+            else f.type.__name__
+        try:
+            kwargs[f.name] = {'int': int, 'float': float}.get(kind, str)(text)
+        except ValueError:
+            return None
+    return cls(**kwargs)
