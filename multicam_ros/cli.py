@@ -1,12 +1,25 @@
 """The `multicam-ros` command: work outside `ros2` (test streams, launching without ROS, benches).
 
-Each sub-command lives in the module that does its work; this file only wires argparse.
+Each sub-command lives in the module that does its work; this file only wires argparse, and
+wires the ROS side into the ROS-free bring-up: `launch` and `demo` get the /diagnostics listener
+(ros/diagnostics_listener.py) that feeds their status table.
 """
 import argparse
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
-from multicam_ros.system.config import LOG_LEVELS
+from multicam_ros.system.demo import WEIGHT_CHOICES
+from multicam_ros.system.plan import LOG_LEVELS
+
+if TYPE_CHECKING:
+    from multicam_ros.system.supervisor import Listener
+
+
+def _diagnostics_listener(on_status: Callable[[str, Dict[str, str]], None]) -> 'Listener':
+    """The `listen` of system/supervisor.py: a /diagnostics listener, imported only when the
+    system starts (it needs rclpy; a dry run or a bad file does not)."""
+    from multicam_ros.ros.diagnostics_listener import DiagnosticsListener
+    return DiagnosticsListener(on_status)
 
 
 def _test_streams(args: argparse.Namespace) -> int:
@@ -19,12 +32,12 @@ def _launch(args: argparse.Namespace) -> int:
     from multicam_ros.system.supervisor import launch_main
     return launch_main(args.config, detector=args.detector, log_level=args.log_level,
                        status_period_s=args.status_period, stop_timeout_s=args.stop_timeout,
-                       dry_run=args.dry_run)
+                       dry_run=args.dry_run, listen=_diagnostics_listener)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from multicam_ros.system.demo import demo_main
-    return demo_main(port=args.port, weights=args.weights)
+    return demo_main(port=args.port, weights=args.weights, listen=_diagnostics_listener)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='Serve four RTSP test streams and run config/demo.yaml on them: four '
                     'camera nodes and one detector, with the status table, until Ctrl-C.')
     demo.add_argument('--port', type=int, default=8554, help='RTSP port (default 8554)')
-    demo.add_argument('--weights', choices=('auto', 'default', 'none'), default='auto',
+    demo.add_argument('--weights', choices=WEIGHT_CHOICES, default='auto',
                       help='auto: the published COCO weights if cached, else random ones '
                            '(said loudly); default: let torchvision download them; none: '
                            'random weights')

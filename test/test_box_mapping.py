@@ -15,6 +15,7 @@ import torch
 
 from multicam_ros.core.models import ModelConfig, load_detector
 from multicam_ros.core.models.preprocess import PAD_VALUE, Letterbox, letterbox_batch
+from multicam_ros.core.settings import ConfigError
 
 SIZES = [(640, 480), (1920, 1080), (480, 640), (100, 1000), (1000, 100), (333, 777), (1, 1)]
 NAMES = ('a', 'b', 'c')
@@ -204,7 +205,8 @@ def test_classes_filter_keeps_only_named_classes(tmp_path):
     detector = _detector(path, classes=('a', 'c'))
     for result in detector.infer(_frames([(640, 640), (800, 600)])):
         assert set(result.class_ids.tolist()) <= {0, 2} and len(result) > 0
-    with pytest.raises(ValueError, match=r"parameter classes: .*'dog'.*'a', 'b', 'c'"):
+    with pytest.raises(ConfigError, match=r"^classes: unknown class name\(s\) 'dog'; "
+                                          r"accepted: this model's classes: 'a', 'b', 'c'$"):
         _detector(path, classes=('a', 'dog'))
 
 
@@ -270,10 +272,23 @@ def test_class_names_sources(tmp_path):
         'p', 'q', 'r']
     assert load_detector(ModelConfig(class_names=('u', 'v', 'w'), labels_file=str(labels),
                                      **config)).class_names == ['u', 'v', 'w']
-    with pytest.raises(ValueError, match=r'model.path.*4 \+ 2 = 6.*model.class_names'):
+    with pytest.raises(ConfigError, match=r'^model.path: .*4 \+ 2 = 6.*from model.class_names; '
+                                          r'accepted: class names that match the model'):
         load_detector(ModelConfig(class_names=('u', 'v'), **config))
-    with pytest.raises(ValueError, match=r'model.labels_file.*cannot read'):
+    with pytest.raises(ConfigError, match=r"^model.labels_file: cannot read '.*absent.txt' "
+                                          r'\(No such file or directory\); accepted: a file '
+                                          r'of class names'):
         load_detector(ModelConfig(labels_file=str(tmp_path / 'absent.txt'), **config))
+    gappy = tmp_path / 'gappy.yaml'
+    gappy.write_text('names:\n  0: x\n  2: z\n')
+    with pytest.raises(ConfigError, match=r"^model.labels_file: '.*gappy.yaml': a mapping of "
+                                          r'class names needs the ids 0 to n-1 as keys; '
+                                          r'accepted: '):
+        load_detector(ModelConfig(labels_file=str(gappy), **config))
+    (tmp_path / 'm.names').write_text('\n\n')
+    with pytest.raises(ConfigError, match=r"^model.path: its class names file '.*m.names' holds "
+                                          r'no class names; accepted: '):
+        load_detector(ModelConfig(**config))
 
 
 def test_names_stored_in_the_model_file(tmp_path):
@@ -308,7 +323,7 @@ def test_torch_export_program(tmp_path):
 
 def test_model_that_rejects_the_dummy_batch_is_an_error_at_load(tmp_path):
     path = _script(FixedPredictions(_rows(640)), tmp_path / 'm.pt')
-    with pytest.raises(ValueError, match=r'model.path.*4 \+ 4 = 8.*model.class_names'):
+    with pytest.raises(ConfigError, match=r'^model.path: .*4 \+ 4 = 8.*model.class_names'):
         _detector(path, class_names=('a', 'b', 'c', 'd'))
 
     class BatchOfOne(torch.nn.Module):
@@ -317,16 +332,17 @@ def test_model_that_rejects_the_dummy_batch_is_an_error_at_load(tmp_path):
             return flat[:, :, :7].transpose(1, 2)
 
     bad = _script(BatchOfOne(), tmp_path / 'one.pt')
-    with pytest.raises(ValueError, match=r'model.path.*dummy batch.*input_size 640'):
+    with pytest.raises(ConfigError, match=r'^model.path: .*dummy batch.*input_size 640.*; '
+                                          r'accepted: a model that takes any batch size'):
         _detector(bad)
 
 
 def test_bad_frames_are_rejected(tmp_path):
     detector = _detector(_script(FixedPredictions(_rows(640)), tmp_path / 'm.pt'))
-    with pytest.raises(ValueError, match='H x W x 3 uint8'):
-        detector.infer([np.zeros((48, 64), np.uint8)])
-    with pytest.raises(ValueError, match='H x W x 3 uint8'):
-        detector.infer([np.zeros((48, 64, 3), np.float32)])
+    for frame in (np.zeros((48, 64), np.uint8), np.zeros((48, 64, 3), np.float32)):
+        with pytest.raises(ValueError, match='H x W x 3 uint8') as info:
+            detector.infer([frame])
+        assert not isinstance(info.value, ConfigError)  # bad input at run time, not settings
 
 
 @pytest.mark.gpu

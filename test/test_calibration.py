@@ -2,6 +2,7 @@
 import pytest
 
 from multicam_ros.core.calibration import load_calibration, uncalibrated
+from multicam_ros.core.settings import ConfigError
 
 GOOD = """image_width: 640
 image_height: 480
@@ -44,22 +45,38 @@ def test_uncalibrated_has_size_and_zero_intrinsics():
     assert not calib.calibrated and calib.k == [0.0] * 9
 
 
-@pytest.mark.parametrize('text,expected', [
-    ('[1, 2]', 'mapping'),
-    (': : :', 'not valid YAML'),
-    (GOOD.replace('image_width: 640\n', ''), "lacks the key 'image_width'"),
-    (GOOD.replace('image_width: 640', 'image_width: -5'), 'must be > 0'),
-    (GOOD.replace('rows: 3, cols: 4', 'rows: 3, cols: 3'), "'projection_matrix' must have"),
-    (GOOD.replace('plumb_bob', 'fisheye9'), "distortion_model 'fisheye9' is not one of"),
+@pytest.mark.parametrize('text,expected,accepted', [
+    ('[1, 2]', 'does not hold a mapping', 'a camera_calibration YAML file'),
+    (': : :', 'is not valid YAML (', 'a camera_calibration YAML file'),
+    (GOOD.replace('image_width: 640\n', ''), "lacks the key 'image_width'",
+     'a camera_calibration YAML file (image_width, '),
+    (GOOD.replace('image_width: 640', 'image_width: -5'), 'must be > 0, got -5 x 480',
+     'a camera_calibration YAML file'),
+    (GOOD.replace('image_width: 640', "image_width: '640'"), "'image_width' is not an integer",
+     'a camera_calibration YAML file'),
+    (GOOD.replace('rows: 3, cols: 4', 'rows: 3, cols: 3'), "'projection_matrix' must have",
+     'a camera_calibration YAML file'),
+    (GOOD.replace('500.0, 0, 320.0', 'x, 0, 320.0', 1), "'camera_matrix' holds a value that "
+     'is not a number', 'a camera_calibration YAML file'),
+    (GOOD.replace('plumb_bob', 'fisheye9'), "distortion_model 'fisheye9' is not supported",
+     "distortion_model one of 'plumb_bob', 'rational_polynomial', 'equidistant'"),
 ])
-def test_bad_files_name_the_parameter(tmp_path, text, expected):
-    with pytest.raises(ValueError, match='camera_info_url') as info:
-        load_calibration(str(write(tmp_path, text)))
-    assert expected in str(info.value)
+def test_bad_files_name_the_parameter(tmp_path, text, expected, accepted):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_calibration(str(path))
+    message = str(info.value)
+    assert message.startswith(f'camera_info_url: {path}')  # the file at fault
+    assert '\n' not in message  # one line, even for a YAML parser's report
+    assert expected in message
+    assert f'; accepted: {accepted}' in message
 
 
 def test_missing_file_and_bad_scheme(tmp_path):
-    with pytest.raises(ValueError, match='camera_info_url: cannot read'):
+    with pytest.raises(ConfigError, match=r'^camera_info_url: cannot read .*absent.yaml \(No such '
+                                          r'file or directory\); accepted: '):
         load_calibration(str(tmp_path / 'absent.yaml'))
-    with pytest.raises(ValueError, match="unsupported scheme 'package://'"):
+    with pytest.raises(ConfigError, match=r"^camera_info_url: unsupported scheme 'package://' in "
+                                          r"'package://cam/calib.yaml'; accepted: a plain path "
+                                          r'or file:///'):
         load_calibration('package://cam/calib.yaml')

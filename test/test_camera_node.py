@@ -154,9 +154,10 @@ def test_unreachable_camera_reports_error_and_keeps_trying(node_launcher, probe)
                                  f'rtsp:/admin:{SECRET}@cam', ''])
 def test_bad_url_exits_non_zero_naming_the_parameter(node_launcher, url):
     proc = node_launcher.start(camera_args(url))
-    assert proc.wait(timeout_s=15.0) != 0
+    assert proc.wait(timeout_s=15.0) == 2
     output = proc.output()
-    assert "parameter 'url'" in output and 'Accepted:' in output, output
+    assert 'configuration error: url: ' in output and '; accepted: ' in output, output
+    assert 'Traceback' not in output, output
     assert SECRET not in output
 
 

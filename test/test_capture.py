@@ -16,7 +16,8 @@ import pytest
 from multicam_ros.core.capture import Backoff, CaptureOptions, CaptureState, CaptureWorker
 from multicam_ros.core.frames import Frame, LatestFrameSlot
 from multicam_ros.core.imaging import (convert_encoding, make_no_signal_frame, output_size,
-                                 prepare_frame, resize_frame)
+                                       prepare_frame, resize_frame)
+from multicam_ros.core.settings import ConfigError
 from multicam_ros.core.sources import CAPTURE_OPTIONS_ENV, validate_source
 from multicam_testbed import make_test_clip
 
@@ -161,16 +162,19 @@ def test_backoff_grows_within_bounds_and_resets():
     assert backoff.next_delay_s() <= 0.1 + 1e-9
 
 
-@pytest.mark.parametrize('kwargs, name', [
-    ({'rtsp_transport': 'http'}, 'rtsp_transport'),
-    ({'open_timeout_s': 0}, 'open_timeout_s'),
-    ({'read_timeout_s': -1}, 'read_timeout_s'),
-    ({'reconnect_delay_min_s': 0}, 'reconnect_delay_min_s'),
-    ({'reconnect_delay_min_s': 5, 'reconnect_delay_max_s': 1}, 'reconnect_delay_max_s'),
+@pytest.mark.parametrize('kwargs, expected', [
+    ({'rtsp_transport': 'http'}, "rtsp_transport: 'http' is not a choice; accepted: one of "
+     "'tcp', 'udp'"),
+    ({'open_timeout_s': 0}, 'open_timeout_s: 0.0 is out of range; accepted: a number from 0.1'),
+    ({'read_timeout_s': -1}, 'read_timeout_s: -1.0 is out of range; accepted: a number from 0.1'),
+    ({'reconnect_delay_min_s': 0}, 'reconnect_delay_min_s: 0.0 is out of range; accepted: '),
+    ({'reconnect_delay_min_s': 5, 'reconnect_delay_max_s': 1},
+     'reconnect_delay_min_s: 5 is more than reconnect_delay_max_s (1); accepted: '),
 ])
-def test_capture_options_name_the_bad_parameter(kwargs, name):
-    with pytest.raises(ValueError, match=f"'{name}'"):
+def test_capture_options_name_the_bad_parameter(kwargs, expected):
+    with pytest.raises(ConfigError) as info:
         CaptureOptions(**kwargs)
+    assert str(info.value).startswith(expected)
 
 
 # -- CaptureWorker on files ----------------------------------------------------------------
@@ -189,7 +193,7 @@ def drain(worker, timeout_s=1.0):
 def test_worker_plays_a_file_at_its_fps(clips):
     log = StateLog()
     worker = CaptureWorker(validate_source(clips['two_s']), time.monotonic_ns,
-                           on_state_change=log)
+                           CaptureOptions(loop=False), on_state_change=log)
     started = time.monotonic()
     worker.start()
     frames = drain(worker, timeout_s=5.0)
@@ -218,7 +222,7 @@ def test_worker_plays_a_file_at_its_fps(clips):
 @pytest.mark.timeout(30)
 def test_unpaced_file_is_read_as_fast_as_it_decodes(clips):
     worker = CaptureWorker(validate_source(clips['two_s']), time.monotonic_ns,
-                           CaptureOptions(pace_files=False))
+                           CaptureOptions(pace_files=False, loop=False))
     started = time.monotonic()
     worker.start()
     assert worker.join(10.0)
@@ -258,7 +262,8 @@ def test_corrupt_file_and_a_failing_callback_do_not_kill_the_worker(clips):
         raise RuntimeError('callback bug')
 
     worker = CaptureWorker(validate_source(clips['corrupt']), time.monotonic_ns,
-                           CaptureOptions(pace_files=False), on_state_change=broken_callback)
+                           CaptureOptions(pace_files=False, loop=False),
+                           on_state_change=broken_callback)
     worker.start()
     assert worker.join(10.0)
     stats = worker.snapshot()
@@ -491,8 +496,10 @@ def test_resize_frame_and_errors():
     assert resize_frame(image, 320, 0).shape == (240, 320, 3)
     assert resize_frame(image, 0, 960).shape == (960, 1280, 3)
     assert resize_frame(image[:, :, 0], 64, 48).shape == (48, 64)
-    for bad in ((-1, 0), (0, -5), (1.5, 0), (True, 0)):
-        with pytest.raises(ValueError, match="parameter '(width|height)'"):
+    for bad, key in (((-1, 0), 'width'), ((0, -5), 'height'), ((1.5, 0), 'width'),
+                     ((True, 0), 'width')):
+        with pytest.raises(ConfigError, match=rf'^{key}: .* is not an integer >= 0; accepted: '
+                                              r'an integer >= 0 \(0 keeps the source size\)$'):
             resize_frame(image, *bad)
 
 
@@ -509,7 +516,8 @@ def test_convert_encoding():
     assert convert_encoding(gray, 'bgr8').shape == (4, 6, 3)
     bgra = np.zeros((4, 6, 4), np.uint8)
     assert convert_encoding(bgra, 'rgb8').shape == (4, 6, 3)
-    with pytest.raises(ValueError, match="parameter 'encoding'.*bgr8.*rgb8.*mono8"):
+    with pytest.raises(ConfigError, match="^encoding: 'yuv422' is not a choice; accepted: one of "
+                                          "'bgr8', 'rgb8', 'mono8'$"):
         convert_encoding(bgr, 'yuv422')
     assert prepare_frame(np.zeros((480, 640, 3), np.uint8), 320, 0, 'mono8').shape == (240, 320)
 
@@ -526,5 +534,6 @@ def test_no_signal_frame_is_clearly_marked():
     assert not np.array_equal(frame_, make_no_signal_frame(640, 480, text='OFFLINE'))
     for width, height in ((1920, 1080), (16, 16), (1, 1), (2000, 10)):
         assert make_no_signal_frame(width, height).shape == (height, width, 3)
-    with pytest.raises(ValueError):
-        make_no_signal_frame(0, 480)
+    for width, height in ((0, 480), (640, -1), (64.0, 48)):
+        with pytest.raises(ValueError, match='NO SIGNAL frame needs an integer size > 0'):
+            make_no_signal_frame(width, height)

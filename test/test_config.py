@@ -1,16 +1,19 @@
 """The configuration file and the node plan: every validation rule, every bad-config case, and
 the plan both starters use. Fast, and needs no running ROS."""
 import os
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from multicam_ros.system.config import (CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE, FASTDDS_PROFILE_ENV,
-                                 ConfigError, load_config, node_plan, packaged_fastdds_profile,
-                                 parse_switch, transport_environment)
+from multicam_ros.core import settings
 from multicam_ros.core.params import CAMERA_PARAMS, DETECTOR_PARAMS
+from multicam_ros.system.config import ConfigError, load_config
+from multicam_ros.system.executables import CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE
+from multicam_ros.system.plan import node_plan, parse_log_level, parse_switch
+from multicam_ros.system.supervision import OnExit
+from multicam_ros.system.transport import FASTDDS_PROFILE_ENV, packaged_fastdds_profile, \
+    transport_environment
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = 'hunter2-secret'
@@ -99,7 +102,8 @@ def test_plan_of_three_cameras(three_camera_file: Path, tmp_path: Path):
         'cameras': ['/front', '/back_2', '/yard'], 'model.backend': 'torchscript',
         'model.path': str(tmp_path / 'models' / 'det.torchscript'),
         'model.class_names': ['person', 'car'], 'device': 'cpu', 'max_batch_size': 3}
-    assert [(n.respawn, n.required) for n in plan.nodes] == [(True, False)] * 3 + [(False, True)]
+    # Cameras are restarted when they exit; the detector's exit stops the system.
+    assert [n.on_exit for n in plan.nodes] == [OnExit.RESTART] * 3 + [OnExit.STOP_SYSTEM]
     assert all(n.package == 'multicam_ros' for n in plan.nodes)
     assert plan.environment == {FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
     assert set(plan.secrets) >= {SECRET}
@@ -221,26 +225,31 @@ CAM = "cameras:\n  - name: front\n    url: rtsp://h/x\n"
 
 BAD_CONFIGS = {
     # file level
-    'top level not a mapping': ('- a\n- b\n', "cams.yaml: expected a mapping with keys cameras"),
+    'top level not a mapping': ('- a\n- b\n', 'cams.yaml: list is not a mapping; accepted: a '
+                                'mapping with keys cameras, camera_defaults, detector, '
+                                'transport'),
     'unknown top-level key': (CAM + 'detectors: {}\n',
-                              "cams.yaml: unknown key 'detectors' (did you mean 'detector'?); "
-                              "known: cameras, camera_defaults, detector, transport"),
+                              "cams.yaml: detectors: unknown key (did you mean 'detector'?); "
+                              "accepted: cameras, camera_defaults, detector, transport"),
     'key given twice': (CAM + 'detector: {}\ndetector: {}\n',
                         "cams.yaml: not valid YAML at line 5, column 1: key 'detector' is given "
                         "twice in one mapping"),
     'not YAML': ('cameras: [a\n  b: c]\n', "cams.yaml: not valid YAML at line 2, column 4: "
                  "while parsing a flow sequence; expected ',' or ']', but got ':'"),
     # cameras list
-    'cameras missing': ('detector: {}\n', 'cams.yaml: cameras: missing; list the cameras'),
-    'cameras empty': ('cameras: []\n', 'cams.yaml: cameras: empty; list at least one camera'),
+    'cameras missing': ('detector: {}\n', 'cams.yaml: cameras: missing; accepted: a list of '
+                        'cameras, each a mapping with a name and a url'),
+    'cameras empty': ('cameras: []\n', 'cams.yaml: cameras: empty; accepted: a list of at least '
+                      'one camera'),
     'cameras not a list': ('cameras: {name: a}\n',
-                           'cams.yaml: cameras: expected a list of cameras; got dict'),
+                           'cams.yaml: cameras: dict is not a list; accepted: a list of cameras'),
     'camera not a mapping': ('cameras: [rtsp://h/x]\n',
-                             "cams.yaml: cameras[0]: expected a mapping with name and url; "
-                             "got str 'rtsp://h/x'"),
+                             "cams.yaml: cameras[0]: str 'rtsp://h/x' is not a mapping; "
+                             "accepted: a mapping with a name and a url"),
     # names
     'name missing': ('cameras: [{url: rtsp://h/x}]\n',
-                     'cams.yaml: cameras[0]: name: missing'),
+                     'cams.yaml: cameras[0]: name: missing (every camera needs one: its '
+                     'namespace); accepted: letters, digits and _'),
     'name starts with a digit': ("cameras: [{name: 1cam, url: 'rtsp://h/x'}]\n",
                                  "cams.yaml: cameras[0]: name: '1cam' is not a valid ROS name"),
     'name with a dash': ("cameras: [{name: front-left, url: 'rtsp://h/x'}]\n",
@@ -252,20 +261,21 @@ BAD_CONFIGS = {
     'name a number': ("cameras: [{name: 7, url: 'rtsp://h/x'}]\n",
                       "cams.yaml: cameras[0]: name: 7 is not a valid ROS name"),
     'name too long': (f"cameras: [{{name: {'x' * 65}, url: 'rtsp://h/x'}}]\n",
-                      'is not a valid ROS name: use letters, digits and _, not starting with a '
-                      'digit, at most 64 characters'),
+                      'is not a valid ROS name; accepted: letters, digits and _, not starting '
+                      'with a digit, at most 64 characters'),
     'duplicate names': (CAM + '  - name: front\n    url: rtsp://h/y\n',
                         "cams.yaml: cameras[1]: name: 'front' is already the name of "
-                        "cameras[0]; camera names must be unique"),
+                        "cameras[0]; accepted: a name no other camera has"),
     # camera keys
     'unknown camera key': (CAM + '  - {name: back, url: rtsp://h/y}\n'
                            '  - {name: yard, url: rtsp://h/z, fsp: 5}\n',
-                           "cams.yaml: cameras[2] (name 'yard'): unknown key 'fsp' (did you "
-                           "mean 'fps'?); known: name, url, password_env"),
+                           "cams.yaml: cameras[2] (name 'yard'): fsp: unknown key (did you "
+                           "mean 'fps'?); accepted: name, url, password_env"),
     'url missing': ('cameras: [{name: a, fps: 5.0}]\n',
                     "cams.yaml: cameras[0] (name 'a'): url: missing; accepted: rtsp://"),
     'url not a string': ("cameras: [{name: a, url: [x]}]\n",
-                         "cams.yaml: cameras[0] (name 'a'): url: ['x'] is not a string"),
+                         "cams.yaml: cameras[0] (name 'a'): url: ['x'] has the wrong type; "
+                         "accepted: a string"),
     'url one slash': ("cameras: [{name: a, url: 'rtsp:/host/x'}]\n",
                       "cams.yaml: cameras[0] (name 'a'): url: malformed URL"),
     'url without host': ("cameras: [{name: a, url: 'rtsp:///x'}]\n",
@@ -285,99 +295,112 @@ BAD_CONFIGS = {
                              "variable NO_SUCH_VARIABLE is not set"),
     'password_env and a password': ("cameras: [{name: a, url: 'rtsp://u:pw@h/x', "
                                     "password_env: CAM_PASSWORD}]\n",
-                                    "cams.yaml: cameras[0] (name 'a'): url already contains a "
-                                    "password"),
+                                    "cams.yaml: cameras[0] (name 'a'): url: already contains "
+                                    "a password"),
     'password_env without user': ("cameras: [{name: a, url: 'rtsp://h/x', "
                                   "password_env: CAM_PASSWORD}]\n",
-                                  "cams.yaml: cameras[0] (name 'a'): password_env needs a user "
-                                  "name in url"),
-    # camera parameter types and ranges (ParamSpec.check)
+                                  "cams.yaml: cameras[0] (name 'a'): password_env: needs a "
+                                  "user name in url"),
+    # camera parameter types and ranges (Setting.check of core/settings.py)
     'fps not a number': ("cameras: [{name: a, url: 'rtsp://h/x', fps: fast}]\n",
-                         "cams.yaml: cameras[0] (name 'a'): fps: 'fast' is not a number from "
-                         "0 to 1000"),
+                         "cams.yaml: cameras[0] (name 'a'): fps: 'fast' has the wrong type; "
+                         "accepted: a number from 0 to 1000"),
     'fps negative': ("cameras: [{name: a, url: 'rtsp://h/x', fps: -1}]\n",
-                     "cams.yaml: cameras[0] (name 'a'): fps: -1.0 is not a number from 0 to "
-                     "1000"),
+                     "cams.yaml: cameras[0] (name 'a'): fps: -1.0 is out of range; accepted: a "
+                     "number from 0 to 1000"),
     'width a float': ("cameras: [{name: a, url: 'rtsp://h/x', width: 640.5}]\n",
-                      "cams.yaml: cameras[0] (name 'a'): width: 640.5 is not an integer"),
+                      "cams.yaml: cameras[0] (name 'a'): width: 640.5 has the wrong type; "
+                      "accepted: an integer from 0 to 16384"),
     'width too large': ("cameras: [{name: a, url: 'rtsp://h/x', width: 20000}]\n",
-                        "cams.yaml: cameras[0] (name 'a'): width: 20000 is not an integer "
-                        "from 0 to 16384"),
+                        "cams.yaml: cameras[0] (name 'a'): width: 20000 is out of range; "
+                        "accepted: an integer from 0 to 16384"),
     'loop not a bool': ("cameras: [{name: a, url: 'rtsp://h/x', loop: sometimes}]\n",
-                        "cams.yaml: cameras[0] (name 'a'): loop: 'sometimes' is not true or "
-                        "false"),
+                        "cams.yaml: cameras[0] (name 'a'): loop: 'sometimes' has the wrong "
+                        "type; accepted: true or false"),
     'encoding choice': ("cameras: [{name: a, url: 'rtsp://h/x', encoding: yuv422}]\n",
-                        "cams.yaml: cameras[0] (name 'a'): encoding: 'yuv422' is not one of "
-                        "'bgr8', 'rgb8', 'mono8'"),
+                        "cams.yaml: cameras[0] (name 'a'): encoding: 'yuv422' is not a choice; "
+                        "accepted: one of 'bgr8', 'rgb8', 'mono8'"),
     'rtsp_transport choice': ("cameras: [{name: a, url: 'rtsp://h/x', rtsp_transport: http}]\n",
                               "cams.yaml: cameras[0] (name 'a'): rtsp_transport: 'http' is not "
-                              "one of 'tcp', 'udp'"),
+                              "a choice; accepted: one of 'tcp', 'udp'"),
     'timeout zero': ("cameras: [{name: a, url: 'rtsp://h/x', open_timeout_s: 0}]\n",
-                     "cams.yaml: cameras[0] (name 'a'): open_timeout_s: 0.0 is not a number "
-                     "from 0.1 to 600"),
+                     "cams.yaml: cameras[0] (name 'a'): open_timeout_s: 0.0 is out of range; "
+                     "accepted: a number from 0.1 to 600"),
+    # rules across settings (the core configs' own, as the nodes apply them)
     'reconnect delays crossed': ("cameras: [{name: a, url: 'rtsp://h/x', "
                                  "reconnect_delay_min_s: 20.0}]\n",
-                                 "cams.yaml: cameras[0] (name 'a'): reconnect_delay_min_s (20) "
-                                 "must not exceed reconnect_delay_max_s (10)"),
+                                 "cams.yaml: cameras[0] (name 'a'): reconnect_delay_min_s: 20 is "
+                                 "more than reconnect_delay_max_s (10); accepted: a delay no "
+                                 "longer than reconnect_delay_max_s"),
+    'tracking thresholds crossed': (CAM + 'detector: {tracking.low_score_threshold: 0.9, '
+                                    'tracking.high_score_threshold: 0.5}\n',
+                                    'cams.yaml: detector: tracking.low_score_threshold: 0.9 is '
+                                    'more than tracking.high_score_threshold (0.5); accepted: '),
     'calibration file missing': ("cameras: [{name: a, url: 'rtsp://h/x', "
                                  "camera_info_url: calib/none.yaml}]\n",
                                  "cams.yaml: cameras[0] (name 'a'): camera_info_url: no such "
-                                 "file:"),
+                                 "file: calib/none.yaml; accepted: a path or file:// URL"),
     # camera defaults
     'defaults with url': (CAM + 'camera_defaults: {url: rtsp://h/x}\n',
-                          'cams.yaml: camera_defaults: url is set per camera'),
+                          'cams.yaml: camera_defaults: url: set per camera, not in '
+                          'camera_defaults'),
     'defaults unknown key': (CAM + 'camera_defaults: {heigth: 480}\n',
-                             "cams.yaml: camera_defaults: unknown key 'heigth' (did you mean "
-                             "'height'?)"),
+                             "cams.yaml: camera_defaults: heigth: unknown key (did you mean "
+                             "'height'?); accepted: password_env, "),
     'defaults bad value': (CAM + 'camera_defaults: {reliability: sometimes}\n',
-                           "cams.yaml: camera_defaults: reliability: 'sometimes' is not one of "
-                           "'reliable', 'best_effort'"),
+                           "cams.yaml: camera_defaults: reliability: 'sometimes' is not a "
+                           "choice; accepted: one of 'reliable', 'best_effort'"),
     'defaults not a mapping': (CAM + 'camera_defaults: [fps]\n',
-                               'cams.yaml: camera_defaults: expected a mapping of keys; got '
-                               'list'),
+                               'cams.yaml: camera_defaults: list is not a mapping; accepted: a '
+                               'mapping of camera_node parameters'),
     'defaults crossing a camera': (CAM + 'camera_defaults: {reconnect_delay_max_s: 0.1}\n',
-                                   "cams.yaml: cameras[0] (name 'front'): reconnect_delay_min_s "
-                                   "(0.5) must not exceed reconnect_delay_max_s (0.1)"),
+                                   "cams.yaml: cameras[0] (name 'front'): reconnect_delay_min_s: "
+                                   "0.5 is more than reconnect_delay_max_s (0.1)"),
     # detector
     'detector unknown key': (CAM + 'detector: {devise: cpu}\n',
-                             "cams.yaml: detector: unknown key 'devise' (did you mean "
-                             "'device'?); known: model.backend"),
+                             "cams.yaml: detector: devise: unknown key (did you mean "
+                             "'device'?); accepted: max_batch_size, "),
     'detector unknown model key': (CAM + 'detector: {model: {pth: m.pt}}\n',
-                                   "cams.yaml: detector: unknown key 'model.pth' (did you mean "
-                                   "'model.path'?)"),
+                                   "cams.yaml: detector: model.pth: unknown key (did you mean "
+                                   "'model.path'?); accepted: "),
     'detector model not a mapping': (CAM + 'detector: {model: yolo}\n',
-                                     'cams.yaml: detector: model: expected a mapping of model '
-                                     'settings'),
+                                     "cams.yaml: detector: model: str 'yolo' is not a mapping; "
+                                     'accepted: a mapping of model settings'),
     'detector cameras given': (CAM + 'detector: {cameras: [/front]}\n',
                                'cams.yaml: detector: cameras: filled in from the cameras list'),
     'detector key nested and dotted': (CAM + 'detector:\n  model: {backend: torchscript}\n'
                                        '  model.backend: torchvision\n',
                                        'cams.yaml: detector: model.backend: given twice'),
     'detector backend choice': (CAM + 'detector: {model: {backend: onnx}}\n',
-                                "cams.yaml: detector: model.backend: 'onnx' is not one of "
-                                "'torchvision', 'torchscript', 'ultralytics'"),
+                                "cams.yaml: detector: model.backend: 'onnx' is not a choice; "
+                                "accepted: one of 'torchvision', 'torchscript', 'ultralytics'"),
     'detector batch range': (CAM + 'detector: {max_batch_size: 0}\n',
-                             'cams.yaml: detector: max_batch_size: 0 is not an integer from 1 '
-                             'to 256'),
+                             'cams.yaml: detector: max_batch_size: 0 is out of range; accepted: '
+                             'an integer from 1 to 256'),
     'detector threshold range': (CAM + 'detector: {confidence_threshold: 1.5}\n',
-                                 'cams.yaml: detector: confidence_threshold: 1.5 is not a '
-                                 'number from 0 to 1'),
+                                 'cams.yaml: detector: confidence_threshold: 1.5 is out of '
+                                 'range; accepted: a number from 0 to 1'),
     'detector class names type': (CAM + 'detector: {model: {class_names: person}}\n',
-                                  "cams.yaml: detector: model.class_names: 'person' is not a "
-                                  "list of strings"),
+                                  "cams.yaml: detector: model.class_names: 'person' has the "
+                                  "wrong type; accepted: a list of strings"),
     'detector half type': (CAM + 'detector: {half: 1}\n',
-                           'cams.yaml: detector: half: 1 is not true or false'),
+                           'cams.yaml: detector: half: 1 has the wrong type; accepted: true or '
+                           'false'),
     'detector not a mapping': (CAM + 'detector: yes\n',
-                               'cams.yaml: detector: expected a mapping of keys; got bool True'),
+                               'cams.yaml: detector: bool True is not a mapping; accepted: a '
+                               'mapping of detector_node parameters'),
     # transport
     'transport unknown key': (CAM + 'transport: {profile: package}\n',
-                              "cams.yaml: transport: unknown key 'profile' (did you mean "
-                              "'fastdds_profile'?); known: fastdds_profile"),
+                              "cams.yaml: transport: profile: unknown key (did you mean "
+                              "'fastdds_profile'?); accepted: fastdds_profile"),
     'transport profile missing': (CAM + 'transport: {fastdds_profile: none.xml}\n',
-                                  'cams.yaml: transport: fastdds_profile: no such file:'),
+                                  'cams.yaml: transport: fastdds_profile: no such file: '
+                                  "none.xml; accepted: 'package', 'none' or the path of a Fast "
+                                  'DDS XML profile'),
     'transport profile type': (CAM + 'transport: {fastdds_profile: 3}\n',
-                               "cams.yaml: transport: fastdds_profile: 3 is not 'package', "
-                               "'none' or the path of a Fast DDS XML profile"),
+                               "cams.yaml: transport: fastdds_profile: 3 is not a profile; "
+                               "accepted: 'package', 'none' or the path of a Fast DDS XML "
+                               "profile"),
 }
 
 
@@ -387,6 +410,11 @@ def test_bad_config_gives_one_clear_message(tmp_path: Path, case: str):
     problems = problems_of(tmp_path, text)
     assert len(problems) == 1, problems
     assert expected in problems[0].replace(str(tmp_path) + os.sep, ''), problems[0]
+
+
+def test_one_error_type():
+    """The file's problems are the core's ConfigError, like every other configuration error."""
+    assert ConfigError is settings.ConfigError
 
 
 def test_missing_file(tmp_path: Path):
@@ -424,15 +452,13 @@ def test_nothing_is_planned_from_an_invalid_file(tmp_path: Path):
         node_plan(load_config(str(write(tmp_path, 'cameras: []\n'))))
 
 
-def test_parse_switch():
+def test_launch_arguments():
     assert parse_switch('true', 'detector') is True
     assert parse_switch('False', 'detector') is False
-    with pytest.raises(ValueError, match="detector: 'yes' is not 'true' or 'false'"):
+    with pytest.raises(ConfigError, match="^detector: 'yes' is not a switch; accepted: 'true' "
+                                          "or 'false'$"):
         parse_switch('yes', 'detector')
-
-
-def test_config_module_is_ros_free():
-    import subprocess
-    code = ('import sys, multicam_ros.system.config; '
-            'assert not [m for m in sys.modules if m.startswith(("rclpy", "launch"))]')
-    subprocess.run([sys.executable, '-c', code], check=True)
+    assert parse_log_level('debug') == 'debug'
+    with pytest.raises(ConfigError, match="^log_level: 'loud' is not a log level; accepted: "
+                                          "debug, info, warn, error, fatal$"):
+        parse_log_level('loud')

@@ -180,9 +180,10 @@ def test_unusable_configuration_exits_non_zero(node_launcher, params, words):
     if not params['cameras']:
         del params['cameras']
     proc = node_launcher.start(['detector_node', '--ros-args', *ros_args(params)])
-    assert proc.wait(timeout_s=60.0) != 0
+    assert proc.wait(timeout_s=60.0) == 2  # a configuration error: its message, no traceback
     output = proc.output()
-    assert words in output and 'error' in output, output
+    assert f'configuration error: {words}' in output, output
+    assert 'Traceback' not in output, output
 
 
 def test_overload_drops_frames_and_latency_stays_bounded(node_launcher, ros_context):
@@ -226,8 +227,12 @@ def test_overload_drops_frames_and_latency_stays_bounded(node_launcher, ros_cont
     feeder.destroy_node()
 
 
-def test_reconnecting_camera_resets_its_own_tracker_only(
+def test_reconnecting_camera_gets_fresh_tracks_from_stamps_alone(
         rtsp_server_factory, node_launcher, ros_context, center_box_model):
+    """No reset signal is needed after a reconnect: the tracker ages tracks by capture time,
+    and a reconnect leaves a gap of at least read_timeout_s + a reconnect delay (1.5 s here)
+    without frames, longer than tracking.max_age_s (1 s), so the old tracks have ended. The
+    other camera's tracker never notices."""
     servers = [rtsp_server_factory(count=1, width=320, height=240, fps=15) for _ in range(2)]
     cameras = ['/cam0', '/cam1']
     for camera, server in zip(cameras, servers):
@@ -235,11 +240,11 @@ def test_reconnecting_camera_resets_its_own_tracker_only(
                              '-p', f'url:={server.url(0)}', '-p', 'read_timeout_s:=1.0',
                              '-p', 'reconnect_delay_max_s:=1.0'], name=camera[1:])
     params = dict(scripted_params(center_box_model), cameras=cameras)
+    params['tracking.max_age_s'] = 1.0
     node_launcher.start(['detector_node', '--ros-args', *ros_args(params)], name='detector')
     probe = Node('probe', context=ros_context)
     detections = {cam: TopicRecorder(probe, Detection2DArray, f'{cam}/detections', DEEP)
                   for cam in cameras}
-    diagnostics = TopicRecorder(probe, DiagnosticArray, '/diagnostics', 50)
 
     def last_id(camera):
         messages = detections[camera].messages
@@ -249,11 +254,10 @@ def test_reconnecting_camera_resets_its_own_tracker_only(
         assert wait_for(lambda: last_id('/cam0') == '1' and last_id('/cam1') == '1', 90.0), \
             node_launcher.logs()
         servers[0].restart()  # cam0 loses its stream and reconnects; cam1 never notices
-        assert wait_for(lambda: diagnostics_values(diagnostics, ': /cam0').get(
-            'tracker_resets') == '1', 30.0), node_launcher.logs()
-        assert wait_for(lambda: last_id('/cam0') not in (None, '1'), 10.0), \
+        assert wait_for(lambda: last_id('/cam0') not in (None, '', '1'), 40.0), \
             [m.detections[0].id for m in detections['/cam0'].messages[-5:] if m.detections]
         assert int(last_id('/cam0')) > 1  # a fresh track with a new id, never a reused one
         assert last_id('/cam1') == '1'
-        assert diagnostics_values(diagnostics, ': /cam1')['tracker_resets'] == '0'
+        ids = [m.detections[0].id for m in detections['/cam1'].messages if m.detections]
+        assert set(ids) <= {'', '1'}, ids  # cam1's one object kept its one id throughout
     probe.destroy_node()

@@ -1,6 +1,7 @@
 """Bring-up: `multicam-ros launch` end to end on the RTSP test bed, and the launch file's use of
 the node plan (with launch_ros where it imports, with recording stand-ins where it does not)."""
 import importlib.util
+import io
 import os
 import re
 import signal
@@ -8,15 +9,20 @@ import sys
 import textwrap
 import types
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
 
-from multicam_ros.system.config import (RESTART_DELAY_MIN_S, ConfigError, Plan, load_config,
-                                 node_plan)
+from multicam_ros.system.config import ConfigError, load_config
+from multicam_ros.system.plan import Plan, node_plan
+from multicam_ros.system.supervision import RESTART_DELAY_MAX_S, RESTART_DELAY_MIN_S, \
+    STABLE_RUN_S
+from multicam_ros.system.supervisor import Child, Output
+from multicam_ros.system.transport import FASTDDS_BUILTIN_TRANSPORTS_ENV, FASTDDS_PROFILE_ENV, \
+    packaged_fastdds_profile
 from ros_helpers import REPO, ExecutorThread, TopicRecorder, stamp_ns, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -29,7 +35,8 @@ STARTED = re.compile(r'^\[launch\] started (\S+) \(pid (\d+)', re.MULTILINE)
 
 
 def write_config(path: Path, urls: List[str], model_path: Path) -> Path:
-    """Cameras cam0..camN-1; the last one takes its password from the environment."""
+    """Cameras cam0..camN-1; the last one takes its password from the environment (a password
+    written in a url stays in that url)."""
     cameras = ''.join(f'  - {{name: cam{i}, url: "{url}"}}\n' for i, url in enumerate(urls[:-1]))
     last = urls[-1].replace('rtsp://', 'rtsp://viewer@')
     cameras += (f'  - name: cam{len(urls) - 1}\n    url: "{last}"\n'
@@ -243,13 +250,16 @@ def _stand_in_modules() -> Dict[str, types.ModuleType]:
             setattr(made, class_name, type(class_name, (base,), {}))
         return made
     launch = module('launch', LaunchDescription=_Recorded)
-    launch.actions = module('launch.actions', DeclareLaunchArgument=_Recorded,
-                            OpaqueFunction=_Recorded, Shutdown=_Recorded)
+    launch.actions = module('launch.actions', DeclareLaunchArgument=_Recorded, LogInfo=_Recorded,
+                            OpaqueFunction=_Recorded, RegisterEventHandler=_Recorded,
+                            Shutdown=_Recorded, TimerAction=_Recorded)
+    launch.event_handlers = module('launch.event_handlers', OnProcessExit=_Recorded)
     launch.substitutions = module('launch.substitutions',
                                   LaunchConfiguration=_LaunchConfiguration)
     launch_ros = module('launch_ros')
     launch_ros.actions = module('launch_ros.actions', Node=_Recorded)
     return {'launch': launch, 'launch.actions': launch.actions,
+            'launch.event_handlers': launch.event_handlers,
             'launch.substitutions': launch.substitutions, 'launch_ros': launch_ros,
             'launch_ros.actions': launch_ros.actions}
 
@@ -271,6 +281,12 @@ def launch_file_with_stand_ins(monkeypatch):
     return _load_launch_file()
 
 
+def _context(shutting_down: bool = False, **configurations) -> types.SimpleNamespace:
+    """What the launch file reads of a LaunchContext."""
+    return types.SimpleNamespace(launch_configurations=configurations,
+                                 is_shutdown=shutting_down)
+
+
 def _run_launch_file(module, **arguments) -> list:
     """generate_launch_description, then the OpaqueFunction, as `ros2 launch` would."""
     description = module.generate_launch_description()
@@ -279,20 +295,31 @@ def _run_launch_file(module, **arguments) -> list:
                 if type(e).__name__ == 'DeclareLaunchArgument'}
     opaque = [e for e in entities if type(e).__name__ == 'OpaqueFunction']
     assert len(opaque) == 1
-    context = types.SimpleNamespace(launch_configurations={**declared, **arguments})
-    return opaque[0].kwargs['function'](context)
+    return opaque[0].kwargs['function'](_context(**{**declared, **arguments}))
+
+
+def _nodes(entities: list) -> list:
+    return [e for e in entities if type(e).__name__ == 'Node']
+
+
+def _exit_handler(entities: list, node) -> Optional[_Recorded]:
+    """The OnProcessExit registered for `node` among `entities`, if any."""
+    handlers = [e.args[0] for e in entities if type(e).__name__ == 'RegisterEventHandler'
+                and e.args[0].kwargs['target_action'] is node]
+    assert len(handlers) <= 1
+    return handlers[0] if handlers else None
 
 
 def _expected_node_arguments(plan: Plan, log_level: str) -> List[dict]:
+    """What each launch_ros Node must be given, from the plan's data: every parameter, and the
+    plan's environment merged with the node's own (a camera password moved out of its url)."""
     expected = []
     for planned in plan.nodes:
-        arguments = dict(package='multicam_ros', executable=planned.executable,
-                         name=planned.name, namespace=planned.namespace,
-                         parameters=[planned.parameters], additional_env=plan.environment,
-                         ros_arguments=['--log-level', log_level], output='screen')
-        if planned.respawn:
-            arguments.update(respawn=True, respawn_delay=RESTART_DELAY_MIN_S)
-        expected.append(arguments)
+        expected.append(dict(
+            package='multicam_ros', executable=planned.executable, name=planned.name,
+            namespace=planned.namespace, parameters=[planned.parameters],
+            additional_env={**plan.environment, **planned.environment},
+            ros_arguments=['--log-level', log_level], output='screen'))
     return expected
 
 
@@ -305,34 +332,127 @@ def test_launch_file_declares_its_arguments(launch_file_with_stand_ins):
     assert installed.is_file()
 
 
+INLINE_SECRET = 'inline-pa55'
+
+
 def test_launch_file_starts_exactly_the_plan(launch_file_with_stand_ins, tmp_path, monkeypatch):
+    for variable in (FASTDDS_PROFILE_ENV, FASTDDS_BUILTIN_TRANSPORTS_ENV, 'RMW_IMPLEMENTATION'):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv(PASSWORD_VAR, SECRET)
-    config = write_config(tmp_path / 'cams.yaml', ['rtsp://10.0.0.1/a', 'rtsp://10.0.0.2/b',
-                                                   'rtsp://10.0.0.3/c'], tmp_path / 'm.pt')
-    plan = node_plan(load_config(str(config)))
-    nodes = _run_launch_file(launch_file_with_stand_ins, config=str(config))
-    assert [type(node).__name__ for node in nodes] == ['Node'] * 4
+    # cam0's password is written in its url: it must travel in cam0's environment only.
+    config = write_config(tmp_path / 'cams.yaml', [f'rtsp://admin:{INLINE_SECRET}@10.0.0.1/a',
+                                                   'rtsp://10.0.0.2/b', 'rtsp://10.0.0.3/c'],
+                          tmp_path / 'm.pt')
+    entities = _run_launch_file(launch_file_with_stand_ins, config=str(config))
+    nodes = _nodes(entities)
+    assert len(nodes) == 4
     on_exit = [node.kwargs.pop('on_exit', None) for node in nodes]
+
+    # Written out here, not derived from the plan: a value the launch file drops, or the plan
+    # loses, fails this.
+    every = {FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
+    camera = dict(package='multicam_ros', executable='camera_node', name='camera_node',
+                  ros_arguments=['--log-level', 'info'], output='screen')
+    assert [node.kwargs for node in nodes] == [
+        dict(camera, namespace='/cam0', parameters=[{
+            'url': 'rtsp://admin@10.0.0.1/a', 'reconnect_delay_max_s': 2.0,
+            'password_env': 'MULTICAM_ROS_PASSWORD_CAM0'}],
+            additional_env={**every, 'MULTICAM_ROS_PASSWORD_CAM0': INLINE_SECRET}),
+        dict(camera, namespace='/cam1', parameters=[{
+            'url': 'rtsp://10.0.0.2/b', 'reconnect_delay_max_s': 2.0}], additional_env=every),
+        dict(camera, namespace='/cam2', parameters=[{
+            'url': 'rtsp://viewer@10.0.0.3/c', 'reconnect_delay_max_s': 2.0,
+            'password_env': PASSWORD_VAR}], additional_env=every),
+        dict(package='multicam_ros', executable='detector_node', name='detector', namespace='/',
+             parameters=[{'cameras': ['/cam0', '/cam1', '/cam2'],
+                          'model.backend': 'torchscript', 'model.path': str(tmp_path / 'm.pt'),
+                          'model.class_names': ['thing', 'other'], 'device': 'cpu',
+                          'input_size': 320}],
+             additional_env=every, ros_arguments=['--log-level', 'info'], output='screen')]
+    # ... and it is the plan `multicam-ros launch` starts.
+    plan = node_plan(load_config(str(config)))
     assert [node.kwargs for node in nodes] == _expected_node_arguments(plan, 'info')
-    # The detector's exit ends the launch, like `multicam-ros launch`; cameras respawn instead.
+    # The detector's exit ends the launch, like `multicam-ros launch`; cameras restart instead.
     assert on_exit[:3] == [None] * 3
     assert type(on_exit[3]).__name__ == 'Shutdown'
-    assert nodes[3].kwargs['parameters'] == [{
-        'cameras': ['/cam0', '/cam1', '/cam2'], 'model.backend': 'torchscript',
-        'model.path': str(tmp_path / 'm.pt'), 'model.class_names': ['thing', 'other'],
-        'device': 'cpu', 'input_size': 320}]
+    assert [_exit_handler(entities, node) is not None for node in nodes] == [True] * 3 + [False]
+
+
+def _expected_delays_s(count: int) -> List[float]:
+    """The policy in words: from the minimum, doubling, capped at the maximum."""
+    return [min(RESTART_DELAY_MIN_S * 2 ** i, RESTART_DELAY_MAX_S) for i in range(count)]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+
+def test_launch_file_restarts_a_camera_with_the_policy(launch_file_with_stand_ins, tmp_path,
+                                                       monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(launch_file_with_stand_ins, 'time', clock)
+    config = tmp_path / 'cams.yaml'
+    config.write_text('cameras: [{name: a, url: "rtsp://h/x"}]\n')
+    entities = _run_launch_file(launch_file_with_stand_ins, config=str(config),
+                                detector='false')
+    (first,) = _nodes(entities)
+    node = first
+    delays_s = []
+    for run_s in [0.5] * 7 + [STABLE_RUN_S]:  # it keeps dying, then one run is stable
+        handler = _exit_handler(entities, node)
+        assert handler.kwargs['handle_once'] is True
+        clock.now_s += run_s
+        log, timer = handler.kwargs['on_exit'](types.SimpleNamespace(returncode=1), _context())
+        delays_s.append(timer.kwargs['period'])
+        assert log.kwargs['msg'] == (f'/a/camera_node exited with code 1; restarting in '
+                                     f'{delays_s[-1]:.1f} s')
+        (restart,) = timer.kwargs['actions']
+        entities = restart.kwargs['function'](_context())
+        (fresh,) = _nodes(entities)
+        assert fresh is not node and fresh.kwargs == first.kwargs  # a new Node, same node
+        node = fresh
+    assert delays_s == _expected_delays_s(7) + [RESTART_DELAY_MIN_S]
+    # While the launch shuts down, an exit is the end.
+    handler = _exit_handler(entities, node)
+    assert handler.kwargs['on_exit'](types.SimpleNamespace(returncode=-2),
+                                     _context(shutting_down=True)) == []
+
+
+def test_both_starters_follow_one_policy(tmp_path):
+    """`multicam-ros launch` waits exactly as long as the launch file before each restart."""
+    config = tmp_path / 'cams.yaml'
+    config.write_text('cameras: [{name: a, url: "rtsp://h/x"}]\n')
+    (camera,) = node_plan(load_config(str(config)), detector=False).nodes
+    child = Child(camera, [], {}, Output(io.StringIO()))
+    delays_s = []
+    now_s = 1000.0
+    for run_s in [0.5] * 7 + [STABLE_RUN_S]:
+        child.started_s = now_s
+        now_s += run_s
+        delays_s.append(child.schedule_restart(now_s))
+        assert child.restart_at_s == now_s + delays_s[-1]
+        now_s = child.restart_at_s
+    assert delays_s == _expected_delays_s(7) + [RESTART_DELAY_MIN_S]
 
 
 def test_launch_file_arguments_detector_and_log_level(launch_file_with_stand_ins, tmp_path):
     config = tmp_path / 'cams.yaml'
-    config.write_text('cameras: [{name: a, url: "rtsp://h/x"}, {name: b, url: "rtsp://h/y"}]\n')
-    nodes = _run_launch_file(launch_file_with_stand_ins, config=str(config),
-                             detector='false', log_level='debug')
+    config.write_text('cameras: [{name: a, url: "rtsp://u:pw12@h/x"}, '
+                      '{name: b, url: "rtsp://h/y"}]\n')
+    nodes = _nodes(_run_launch_file(launch_file_with_stand_ins, config=str(config),
+                                    detector='false', log_level='debug'))
     plan = node_plan(load_config(str(config)), detector=False)
     assert [node.kwargs for node in nodes] == _expected_node_arguments(plan, 'debug')
-    with pytest.raises(ValueError, match="detector: 'maybe' is not 'true' or 'false'"):
+    assert nodes[0].kwargs['additional_env']['MULTICAM_ROS_PASSWORD_A'] == 'pw12'
+    with pytest.raises(ConfigError, match="detector: 'maybe' is not a switch; accepted: 'true' "
+                                          "or 'false'"):
         _run_launch_file(launch_file_with_stand_ins, config=str(config), detector='maybe')
-    with pytest.raises(ValueError, match="log_level: 'loud' is not one of debug, info"):
+    with pytest.raises(ConfigError, match="log_level: 'loud' is not a log level; accepted: "
+                                          "debug, info"):
         _run_launch_file(launch_file_with_stand_ins, config=str(config), log_level='loud')
 
 
@@ -346,6 +466,7 @@ def test_launch_file_refuses_an_invalid_config(launch_file_with_stand_ins, tmp_p
 def _real_launch_ros_check(tmp_path):
     """Where launch_ros is installed, the real classes accept what the launch file passes."""
     import launch
+    from launch.actions import RegisterEventHandler
     from launch_ros.actions import Node as RosNode
     config = tmp_path / 'cams.yaml'
     config.write_text('cameras: [{name: a, url: "rtsp://h/x"}, {name: b, url: "rtsp://h/y"}]\n')
@@ -354,11 +475,12 @@ def _real_launch_ros_check(tmp_path):
                                          log_level='info')
     description = _load_launch_file().generate_launch_description()
     opaque = [e for e in description.entities if isinstance(e, launch.actions.OpaqueFunction)]
-    nodes = opaque[0].execute(context)
+    entities = opaque[0].execute(context)
+    nodes = [e for e in entities if isinstance(e, RosNode)]
     plan = node_plan(load_config(str(config)))
-    assert all(isinstance(node, RosNode) for node in nodes)
     assert [(n.node_package, n.node_executable) for n in nodes] == [
         (p.package, p.executable) for p in plan.nodes]
+    assert sum(isinstance(e, RegisterEventHandler) for e in entities) == 2  # one per camera
 
 
 # Collected only where launch_ros imports (a ROS install); elsewhere the stand-in tests above

@@ -1,5 +1,6 @@
 """Model back-ends with real torch models on the CPU: torchvision architectures with random
-weights, device resolution, and the errors that name the parameter at fault."""
+weights, device resolution, and the errors that name the parameter at fault (ConfigError,
+`<key>: <problem>; accepted: <values>`)."""
 import importlib.util
 import logging
 import warnings
@@ -10,6 +11,7 @@ import torch
 
 from multicam_ros.core.models import ModelConfig, load_detector, resolve_device
 from multicam_ros.core.models.torchvision_backend import supported_names
+from multicam_ros.core.settings import ConfigError
 
 ARCHITECTURES = ['fasterrcnn_mobilenet_v3_large_320_fpn', 'fasterrcnn_mobilenet_v3_large_fpn',
                  'ssdlite320_mobilenet_v3_large', 'retinanet_resnet50_fpn_v2',
@@ -83,7 +85,8 @@ def test_threshold_and_classes_filter_apply_to_torchvision_output():
         torch.manual_seed(0)
         [result, _] = load_detector(_config(confidence_threshold=threshold)).infer(frames)
         assert len(result) == kept and np.all(result.scores >= threshold)
-    with pytest.raises(ValueError, match=r"parameter classes: unknown .*'unicorn'.*'person'"):
+    with pytest.raises(ConfigError, match=r"^classes: unknown .*'unicorn'; accepted: "
+                                          r"this model's classes: .*'person'"):
         load_detector(_config(classes=('unicorn',)))
 
 
@@ -115,10 +118,12 @@ def test_own_class_names_set_the_class_count(tmp_path):
         assert set(result.class_ids.tolist()) <= {2}
     path = tmp_path / 'three.pth'
     torch.save(detector.model.state_dict(), path)
-    with pytest.raises(ValueError, match=r'model.weights.*does not fit.*91 classes'):
+    with pytest.raises(ConfigError, match=r'^model.weights: .*does not fit.*91 classes.*; '
+                                          r'accepted: .*set model.class_names'):
         load_detector(_config(weights=str(path)))  # COCO's 91 classes: the file has 3
     assert len(load_detector(_config(weights=str(path), labels_file=str(labels))).class_names) == 3
-    with pytest.raises(ValueError, match=r'model.class_names: 3 names.*DEFAULT.*91'):
+    with pytest.raises(ConfigError, match=r'^model.class_names: 3 names.*DEFAULT.*91 classes; '
+                                          r'accepted: 91 names'):
         load_detector(_config(weights='DEFAULT', class_names=('a', 'b', 'c')))
 
 
@@ -129,13 +134,14 @@ def test_bad_weights_files_name_model_weights(tmp_path):
     torch.save(torch.nn.Linear(2, 2), pickled_model)
     other = tmp_path / 'other.pth'
     torch.save(torch.nn.Linear(2, 2).state_dict(), other)
-    cases = [(tmp_path / 'absent.pth', 'is not a file'),
+    cases = [(tmp_path / 'absent.pth', "is not a file; accepted: a local state-dict file, "
+                                       "'DEFAULT' or 'none'"),
              (garbage, 'is not a PyTorch weights file'),
-             (pickled_model, 'full pickled model.*state_dict'),
+             (pickled_model, r'full pickled model\?\); accepted: .*state_dict\(\)'),
              (other, 'does not fit model.name ssdlite320_mobilenet_v3_large'),
-             ('', 'empty')]
+             ('', 'empty; accepted: ')]
     for path, words in cases:
-        with pytest.raises(ValueError, match=f'parameter model.weights: .*{words}'):
+        with pytest.raises(ConfigError, match=f'^model.weights: .*{words}'):
             load_detector(_config(weights=str(path)))
 
 
@@ -147,18 +153,20 @@ def test_default_weights_without_network_say_so(tmp_path, monkeypatch):
         monkeypatch.setenv(variable, 'http://127.0.0.1:9')
     monkeypatch.delenv('no_proxy', raising=False)
     monkeypatch.delenv('NO_PROXY', raising=False)
-    with pytest.raises(ValueError, match=r'model.weights: DEFAULT: could not fetch.*'
-                                         r'download.pytorch.org.*local file'):
+    with pytest.raises(ConfigError, match=r'^model.weights: DEFAULT: could not fetch.*; '
+                                          r'accepted: .*download.pytorch.org.*local file'):
         load_detector(_config(weights='DEFAULT'))
 
 
 def test_unknown_backend_and_model_name():
-    with pytest.raises(ValueError, match=r"model.backend: 'onnx' is not one of 'torchvision'"):
+    with pytest.raises(ConfigError, match=r"^model.backend: 'onnx' is not a choice; "
+                                          r"accepted: one of 'torchvision'"):
         load_detector(_config(backend='onnx'))
-    with pytest.raises(ValueError, match=r"model.name: 'yolo9000'.*fcos_resnet50_fpn"):
+    with pytest.raises(ConfigError, match=r"^model.name: 'yolo9000' is not a torchvision "
+                                          r"detection model; accepted: .*'fcos_resnet50_fpn'"):
         load_detector(_config(name='yolo9000'))
     assert set(ARCHITECTURES) <= set(supported_names())
-    with pytest.raises(ValueError, match=r'parameter input_size'):
+    with pytest.raises(ConfigError, match=r'^input_size: 8 is out of range; accepted: '):
         load_detector(_config(input_size=8))
 
 
@@ -168,12 +176,14 @@ def test_device_resolution_without_cuda(no_cuda, caplog):
     assert 'device auto' in caplog.text and 'CPU' in caplog.text
     assert resolve_device('cpu') == 'cpu'
     for requested in ('cuda', 'cuda:0', 'cuda:1'):
-        with pytest.raises(ValueError, match=r'parameter device: .*CUDA is not available'):
+        with pytest.raises(ConfigError, match=f"^device: '{requested}' asked for, but CUDA is "
+                                              "not available .*; accepted: 'auto', 'cpu'"):
             resolve_device(requested)
     for requested in ('gpu', 'cuda:x', 'cuda:-1', ''):
-        with pytest.raises(ValueError, match=r"parameter device: .*'auto', 'cpu', 'cuda'"):
+        with pytest.raises(ConfigError, match=r"^device: .* is not a device name; "
+                                              r"accepted: 'auto', 'cpu', 'cuda' or 'cuda:N'"):
             resolve_device(requested)
-    with pytest.raises(ValueError, match='parameter device'):
+    with pytest.raises(ConfigError, match='^device: '):
         load_detector(_config(device='cuda'))
 
 
@@ -194,7 +204,8 @@ def test_bad_model_path_names_model_path(tmp_path):
              (tmp_path, 'is not a file'), (garbage, 'cannot load'),
              (state_dict, 'cannot load.*not an exported model')]
     for path, words in cases:
-        with pytest.raises(ValueError, match=f'parameter model.path: .*{words}'):
+        with pytest.raises(ConfigError, match=f'^model.path: .*{words}.*; accepted: a '
+                                              'TorchScript file'):
             load_detector(_config(backend='torchscript', path=str(path)))
 
 
@@ -217,10 +228,10 @@ def test_torchscript_backend_warns_nothing_about_deprecation(tmp_path):
 def test_ultralytics_is_an_optional_extra_with_a_clear_error(tmp_path):
     missing = str(tmp_path / 'yolov8n.pt')
     if importlib.util.find_spec('ultralytics') is None:  # as installed by `make setup`
-        expected = r"model.backend: 'ultralytics'.*pip install ultralytics"
+        expected = r"^model.backend: 'ultralytics' needs .*; accepted: .*pip install ultralytics"
     else:
-        expected = 'model.path'
-    with pytest.raises(ValueError, match=expected):
+        expected = '^model.path: .* is not a file; accepted: a YOLO model file'
+    with pytest.raises(ConfigError, match=expected):
         load_detector(_config(backend='ultralytics', path=missing))
 
 
@@ -228,7 +239,11 @@ def test_ultralytics_is_an_optional_extra_with_a_clear_error(tmp_path):
 @pytest.mark.parametrize('half', [False, True])
 def test_torchvision_on_cuda(half):
     assert resolve_device('auto') == 'cuda:0' and resolve_device('cuda') == 'cuda:0'
-    with pytest.raises(ValueError, match=r"parameter device: 'cuda:99'.*cuda:0 to"):
+    count = torch.cuda.device_count()
+    plural = '' if count == 1 else 's'
+    with pytest.raises(ConfigError, match=rf"^device: 'cuda:99' asked for, but this machine has "
+                                          rf"{count} CUDA device{plural}; accepted: 'auto', "
+                                          rf"'cpu', 'cuda', 'cuda:0'"):
         resolve_device('cuda:99')
     torch.manual_seed(0)
     detector = load_detector(_config(name='fasterrcnn_mobilenet_v3_large_320_fpn',

@@ -4,7 +4,6 @@ import pytest
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from multicam_ros.ros.detector_node import normalise_cameras
 from multicam_ros.core.drawing import draw_detections
 from multicam_ros.core.models.base import Detections
 from multicam_ros.ros.convert import array_from_image, bgr_from_image, image_from_array
@@ -48,16 +47,6 @@ def test_padded_rows_are_honoured():
 def test_unusable_messages_are_refused(encoding, step, length):
     msg = Image(height=4, width=5, encoding=encoding, step=step, data=bytes(length))
     assert bgr_from_image(msg) is None
-
-
-def test_camera_namespaces():
-    assert normalise_cameras(['cam0', '/cam1/', ' /robot/front ']) == \
-        ['/cam0', '/cam1', '/robot/front']
-    for bad, words in ([[], 'empty'], [['0cam'], 'not a valid ROS namespace'],
-                       [['a b'], 'not a valid'], [['cam0', '/cam0'], 'listed twice']):
-        with pytest.raises(ValueError, match='parameter cameras') as info:
-            normalise_cameras(bad)
-        assert words in str(info.value)
 
 
 def test_drawing_marks_boxes_on_a_copy():

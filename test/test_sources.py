@@ -6,8 +6,9 @@ import cv2
 import pytest
 
 from multicam_ros.core.sources import (ACCEPTED_FORMS, apply_rtsp_transport, CAPTURE_OPTIONS_ENV,
-                                  capture_params, ffmpeg_capture_options, native_log_warning,
-                                  parse_capture_options, redact, validate_source)
+                                       capture_params, ffmpeg_capture_options, native_log_warning,
+                                       parse_capture_options, redact, validate_source)
+from multicam_ros.core.settings import ConfigError
 
 PASSWORD = 'S3cr3t-pw'
 
@@ -88,12 +89,12 @@ def test_devices_path_and_index():
     (None, 'expected a string'),
 ])
 def test_bad_urls_name_the_parameter_and_the_accepted_forms(url, reason):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         validate_source(url)
     message = str(info.value)
-    assert "parameter 'url'" in message
+    assert message.startswith('url: ')
     assert reason in message
-    assert ACCEPTED_FORMS in message
+    assert message.endswith(f'; accepted: {ACCEPTED_FORMS}')
 
 
 @pytest.mark.parametrize('url', [
@@ -107,7 +108,7 @@ def test_bad_urls_name_the_parameter_and_the_accepted_forms(url, reason):
     f'/no/such/dir/bob:{PASSWORD}@file.mp4',
 ])
 def test_errors_never_contain_the_password(url):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         validate_source(url)
     text = str(info.value) + repr(info.value)
     assert PASSWORD not in text
@@ -144,21 +145,26 @@ def test_password_from_os_environ(monkeypatch):
     assert PASSWORD in source.open_target and PASSWORD not in repr(source)
 
 
-@pytest.mark.parametrize('url, password_env, env, expected', [
-    ('rtsp://admin@cam.local/s', 'CAM_PW', {}, 'CAM_PW is not set'),
-    ('rtsp://admin@cam.local/s', 'CAM_PW', {'CAM_PW': ''}, 'CAM_PW is not set or is empty'),
-    ('rtsp://cam.local/s', 'CAM_PW', {'CAM_PW': 'x'}, 'needs a user name'),
-    (f'rtsp://admin:{PASSWORD}@cam.local/s', 'CAM_PW', {'CAM_PW': 'x'},
+@pytest.mark.parametrize('url, password_env, env, key, expected', [
+    ('rtsp://admin@cam.local/s', 'CAM_PW', {}, 'password_env', 'CAM_PW is not set'),
+    ('rtsp://admin@cam.local/s', 'CAM_PW', {'CAM_PW': ''}, 'password_env',
+     'CAM_PW is not set or is empty'),
+    ('rtsp://cam.local/s', 'CAM_PW', {'CAM_PW': 'x'}, 'password_env',
+     "needs a user name in url (like rtsp://user@host/path), got 'rtsp://cam.local/s'"),
+    (f'rtsp://admin:{PASSWORD}@cam.local/s', 'CAM_PW', {'CAM_PW': 'x'}, 'url',
      'already contains a password'),
-    ('rtsp://admin@cam.local/s', '1BAD-NAME', {}, 'not an environment variable name'),
-    ('/dev/video0', 'CAM_PW', {'CAM_PW': 'x'}, 'applies only to rtsp/http URLs'),
+    ('rtsp://admin@cam.local/s', '1BAD-NAME', {}, 'password_env',
+     "'1BAD-NAME' is not an environment variable name"),
+    ('/dev/video0', 'CAM_PW', {'CAM_PW': 'x'}, 'password_env',
+     'applies only to rtsp/http URLs in url, which names a device here'),
 ])
-def test_password_env_errors_name_password_env(url, password_env, env, expected):
-    with pytest.raises(ValueError) as info:
+def test_password_env_errors_name_password_env(url, password_env, env, key, expected):
+    with pytest.raises(ConfigError) as info:
         validate_source(url, password_env=password_env, environ=env)
-    assert "parameter 'password_env'" in str(info.value) or "parameter 'url'" in str(info.value)
-    assert expected in str(info.value)
-    assert PASSWORD not in str(info.value)
+    message = str(info.value)
+    assert message.startswith(f'{key}: ') and '; accepted: ' in message
+    assert expected in message
+    assert PASSWORD not in message
 
 
 # -- redact ----------------------------------------------------------------------------------
@@ -192,9 +198,9 @@ def test_capture_params_for_network_and_file(video_file):
     assert capture_params(source, 2.5, 0.75) == [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2500, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 750]
     assert len(capture_params(validate_source(video_file), 1, 1)) == 4
-    with pytest.raises(ValueError, match="'open_timeout_s'"):
+    with pytest.raises(ConfigError, match='^open_timeout_s: 0 is not > 0; accepted: '):
         capture_params(source, 0, 1)
-    with pytest.raises(ValueError, match="'read_timeout_s'"):
+    with pytest.raises(ConfigError, match='^read_timeout_s: -1 is not > 0; accepted: '):
         capture_params(source, 1, -1)
 
 
@@ -203,7 +209,8 @@ def test_ffmpeg_capture_options_merge():
     assert ffmpeg_capture_options('udp', 'user_agent;x|rtsp_transport;tcp') == \
         'user_agent;x|rtsp_transport;udp'
     assert parse_capture_options('a;1|b;2|') == {'a': '1', 'b': '2'}
-    with pytest.raises(ValueError, match="parameter 'rtsp_transport'"):
+    with pytest.raises(ConfigError, match="^rtsp_transport: 'http' is not a choice; "
+                                          "accepted: one of 'tcp', 'udp'$"):
         ffmpeg_capture_options('http')
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from multicam_ros.core.models.base import Detections
+from multicam_ros.core.settings import ConfigError
 from multicam_ros.core.tracking import NO_TRACK_ID, TrackedFrame, Tracker, TrackerConfig
 
 FRAME_W_PX, FRAME_H_PX = 1280, 720
@@ -461,12 +462,29 @@ def test_empty_and_invalid_detections() -> None:
         tracker.update(Detections(), float('nan'))
 
 
-@pytest.mark.parametrize('name, value', [('max_age_s', 0.0), ('high_score_threshold', 1.5),
-                                         ('match_iou_first', -0.1), ('min_hits', 0),
-                                         ('trail_length', -1), ('class_aware', 'yes')])
-def test_bad_config_names_the_field(name: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f'tracking.{name}'):
+@pytest.mark.parametrize('name, value, accepted', [
+    ('max_age_s', 0.0, 'a number from 0.01 to 600'),
+    ('high_score_threshold', 1.5, 'a number from 0 to 1'),
+    ('match_iou_threshold', -0.1, 'a number from 0 to 1'),
+    ('min_hits', 0, 'an integer from 1 to 100'),
+    ('trail_length', -1, 'an integer from 0 to 1000'),
+    ('class_aware', 'yes', 'true or false'),
+    ('match_iou_second', 1.5, 'a number from 0 to 1'),  # internal tuning, same message form
+    ('measurement_noise_frac', 0.0, 'a number > 0'),
+    ('match_padding_sigmas', float('nan'), 'a number >= 0'),
+])
+def test_bad_config_names_the_key(name: str, value: object, accepted: str) -> None:
+    with pytest.raises(ConfigError) as info:
         TrackerConfig(**{name: value})
+    message = str(info.value)
+    assert message.startswith(f'tracking.{name}: {value!r} ')
+    assert message.endswith(f'; accepted: {accepted}')
+
+
+def test_low_score_threshold_above_high_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r'^tracking.low_score_threshold: 0.7 is more than '
+                                          r'tracking.high_score_threshold \(0.5\); accepted: '):
+        TrackerConfig(low_score_threshold=0.7)
 
 
 def test_min_hits_one_publishes_new_tracks_at_once() -> None:

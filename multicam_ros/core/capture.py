@@ -123,20 +123,17 @@ class CaptureStats:
     """A consistent snapshot of a worker's counters (all safe to log and publish)."""
 
     state: CaptureState
-    state_age_s: float
     frames_captured: int
     capture_fps: float
     frames_corrupt: int
     frames_dropped: int
     reconnect_attempts: int  # opens tried after the stream was lost or never came
     reconnects_succeeded: int  # times frames arrived again in state RECONNECTING
-    last_frame_stamp_ns: Optional[int]
     last_frame_age_s: Optional[float]
     frame_width: int  # size of the last decoded frame, 0 before the first
     frame_height: int
     source_fps: float  # as reported by the stream or file, 0 if unknown
     last_error: str  # redacted
-    last_reconnect_delay_s: float
     recent_reconnect_delays_s: tuple[float, ...]
 
 
@@ -172,13 +169,11 @@ class CaptureWorker:
         self._thread = threading.Thread(target=self._run, name=f'capture[{self.name}]',
                                         daemon=True)
         self._state = CaptureState.CONNECTING
-        self._state_since_s = time.monotonic()
         self._seq = 0
         self._frames_captured = 0
         self._frames_corrupt = 0
         self._reconnect_attempts = 0
         self._reconnects_succeeded = 0
-        self._last_stamp_ns: Optional[int] = None
         self._last_frame_monotonic_s: Optional[float] = None
         self._frame_size = (0, 0)
         self._source_fps = 0.0
@@ -245,20 +240,17 @@ class CaptureWorker:
             last_s = self._last_frame_monotonic_s
             return CaptureStats(
                 state=self._state,
-                state_age_s=now_s - self._state_since_s,
                 frames_captured=self._frames_captured,
                 capture_fps=fps,
                 frames_corrupt=self._frames_corrupt,
                 frames_dropped=self.slot.dropped_count,
                 reconnect_attempts=self._reconnect_attempts,
                 reconnects_succeeded=self._reconnects_succeeded,
-                last_frame_stamp_ns=self._last_stamp_ns,
                 last_frame_age_s=None if last_s is None else now_s - last_s,
                 frame_width=self._frame_size[0],
                 frame_height=self._frame_size[1],
                 source_fps=self._source_fps,
                 last_error=self._last_error,
-                last_reconnect_delay_s=self._delays_s[-1] if self._delays_s else 0.0,
                 recent_reconnect_delays_s=tuple(self._delays_s),
             )
 
@@ -271,7 +263,6 @@ class CaptureWorker:
             if old == new:
                 return
             self._state = new
-            self._state_since_s = time.monotonic()
         _LOG.debug('%s: %s -> %s %s', self.name, old.value, new.value, detail)
         if self._on_state_change is not None:
             try:
@@ -409,7 +400,6 @@ class CaptureWorker:
             seq = self._seq
             self._seq += 1
             self._frames_captured += 1
-            self._last_stamp_ns = stamp_ns
             self._last_frame_monotonic_s = grabbed_s
             self._frame_size = (image.shape[1], image.shape[0])
             self._frame_times_s.append(grabbed_s)

@@ -46,6 +46,7 @@ class CameraReport:
     reconnects_succeeded: int
     last_frame_age_s: Optional[float]  # None: never had a frame
     source_size: str  # WxH of the decoded frames
+    source_fps: float  # as the stream or file reports it, 0 if unknown
     capture_to_publish_p50_ms: float
     capture_to_publish_p99_ms: float
     no_signal_frames: int

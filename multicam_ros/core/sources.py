@@ -2,7 +2,8 @@
 
 ROS-free. ``validate_source`` turns the ``url`` parameter into a :class:`Source` that knows how
 to open itself (``open_target`` + ``api_preference``) and how to describe itself safely
-(``safe_url``, ``redact``). Nothing here ever puts a password into a message.
+(``safe_url``, ``redact``). A bad setting is a ``ConfigError`` of ``url`` or ``password_env``
+(``<key>: <problem>; accepted: <values>``); nothing here ever puts a password into a message.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Mapping, MutableMapping
 from urllib.parse import quote, unquote, urlsplit
 
 import cv2
+
+from multicam_ros.core.settings import ConfigError
 
 NETWORK_SCHEMES = ('rtsp', 'rtsps', 'http', 'https')
 RTSP_SCHEMES = ('rtsp', 'rtsps')
@@ -100,10 +103,15 @@ class Source:
         return redact(text, self.secrets)
 
 
-def _invalid(reason: str, shown: str | None = None) -> ValueError:
-    """Build the error for a bad ``url`` (``shown`` must already be safe to print)."""
+_ENV_NAME_WORDS = 'an environment variable name: letters, digits and _, not starting with a digit'
+_USER_ONLY_WORDS = ('a URL with a user and no password (scheme://user@host/path), the password '
+                    'in the environment variable that password_env names')
+
+
+def _invalid(reason: str, shown: str | None = None) -> ConfigError:
+    """The error for a bad ``url`` (``shown`` must already be safe to print)."""
     got = f' (got {shown!r})' if shown is not None else ''
-    return ValueError(f"parameter 'url': {reason}{got}. Accepted: {ACCEPTED_FORMS}")
+    return ConfigError.of('url', f'{reason}{got}', ACCEPTED_FORMS)
 
 
 def _safe_echo(url: str) -> str:
@@ -158,22 +166,20 @@ def _validate_network(url: str, scheme: str, password_env: str,
         secrets = (password, unquote(password))
     if password_env:
         if not _ENV_NAME.match(password_env):
-            raise ValueError(
-                f"parameter 'password_env': {password_env!r} is not an environment variable "
-                'name (letters, digits and _, not starting with a digit)')
+            raise ConfigError.of('password_env', f'{password_env!r} is not an environment '
+                                 'variable name', _ENV_NAME_WORDS)
         if not user:
-            raise ValueError(
-                "parameter 'password_env' needs a user name in parameter 'url' "
-                f'(like {scheme}://user@host/path); got {shown!r}')
+            raise ConfigError.of('password_env', f'needs a user name in url (like '
+                                 f'{scheme}://user@host/path), got {shown!r}', _USER_ONLY_WORDS)
         if has_password:
-            raise ValueError(
-                "parameter 'url' already contains a password: remove it from the URL or leave "
-                "parameter 'password_env' empty")
+            raise ConfigError.of('url', 'already contains a password, and password_env names '
+                                 'another', 'a password in the URL or in password_env, not both: '
+                                 'remove it from the URL or leave password_env empty')
         secret = environ.get(password_env, '')
         if not secret:
-            raise ValueError(
-                f"parameter 'password_env': environment variable {password_env} is not set or "
-                'is empty')
+            raise ConfigError.of('password_env', f'environment variable {password_env} is not '
+                                 'set or is empty', 'the name of a set, non-empty environment '
+                                 'variable holding the camera password')
         quoted = quote(secret, safe='')
         secrets = (secret, quoted)
         open_netloc = f'{user}:{quoted}@{hostport}'
@@ -201,8 +207,8 @@ def validate_source(url: str | int, password_env: str = '',
     the variable's value, percent-encoded, is inserted into ``open_target`` only (FFmpeg decodes
     it again, so any character works). ``environ`` defaults to ``os.environ``.
 
-    Raises ``ValueError`` naming the parameter and listing the accepted forms; the message never
-    contains the password.
+    Raises ``ConfigError`` of ``url`` (listing the accepted forms) or ``password_env``; the
+    message never contains the password.
     """
     environ = os.environ if environ is None else environ
     if isinstance(url, bool) or not isinstance(url, (str, int)):
@@ -214,8 +220,8 @@ def validate_source(url: str | int, password_env: str = '',
         raise _invalid('empty')
     source = _classify(url, password_env, environ)
     if password_env and not source.is_network:
-        raise ValueError("parameter 'password_env' applies only to rtsp/http URLs in "
-                         "parameter 'url'; leave it empty for files and devices")
+        raise ConfigError.of('password_env', f'applies only to rtsp/http URLs in url, which '
+                             f'names a {source.kind} here', "'' (empty) for files and devices")
     return source
 
 
@@ -255,10 +261,9 @@ def capture_params(source: Source, open_timeout_s: float, read_timeout_s: float)
     """
     if not source.is_network and not source.is_file:
         return []
-    if open_timeout_s <= 0:
-        raise ValueError(f"parameter 'open_timeout_s' must be > 0, got {open_timeout_s}")
-    if read_timeout_s <= 0:
-        raise ValueError(f"parameter 'read_timeout_s' must be > 0, got {read_timeout_s}")
+    for key, value in (('open_timeout_s', open_timeout_s), ('read_timeout_s', read_timeout_s)):
+        if not value > 0:
+            raise ConfigError.of(key, f'{value!r} is not > 0', 'a number of seconds > 0')
     return [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, int(round(open_timeout_s * 1000))),
         cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(round(read_timeout_s * 1000))),
@@ -284,8 +289,8 @@ def ffmpeg_capture_options(rtsp_transport: str, existing: str = '') -> str:
     then UDP), so ``tcp`` here means TCP only.
     """
     if rtsp_transport not in RTSP_TRANSPORTS:
-        raise ValueError(f"parameter 'rtsp_transport' must be one of {RTSP_TRANSPORTS}, "
-                         f'got {rtsp_transport!r}')
+        raise ConfigError.of('rtsp_transport', f'{rtsp_transport!r} is not a choice',
+                             'one of ' + ', '.join(repr(name) for name in RTSP_TRANSPORTS))
     options = parse_capture_options(existing)
     options['rtsp_transport'] = rtsp_transport
     return '|'.join(f'{key};{value}' for key, value in options.items())

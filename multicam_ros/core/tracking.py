@@ -309,8 +309,13 @@ class Tracker:
 
     def _step(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
               stamp_s: float) -> np.ndarray:
-        """Associate, update, create and age out; returns the ids of the (valid) detections."""
+        """Age out, associate, update and create; returns the ids of the (valid) detections."""
         cfg = self.config
+        # A confirmed track unseen for longer than max_age_s has ended, even when an object
+        # shows up where it was: after a gap in the stream (a reconnect) that is a new track.
+        expired = (self._ids != NO_TRACK_ID) & (stamp_s - self._last_seen_s > cfg.max_age_s)
+        if expired.any():
+            self._keep(~expired)
         n = len(scores)
         det_track = np.full(n, -1, dtype=np.intp)  # row of the track each detection updates
         is_high = scores >= cfg.high_score_threshold

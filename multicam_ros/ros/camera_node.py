@@ -203,6 +203,7 @@ class CameraNode(Node):
             reconnects_succeeded=stats.reconnects_succeeded,
             last_frame_age_s=stats.last_frame_age_s,
             source_size=f'{stats.frame_width}x{stats.frame_height}',
+            source_fps=stats.source_fps,
             capture_to_publish_p50_ms=latency[50], capture_to_publish_p99_ms=latency[99],
             no_signal_frames=self._no_signal_published, reliability=self._settings.reliability)
         status = diagnostic_status(

@@ -1,11 +1,10 @@
-"""The system configuration (config/cams.yaml) and the node plan made from it. ROS-free.
+"""The system configuration file (config/cams.yaml): its schema and its checks. ROS-free.
 
-`load_config` reads and validates the YAML file; every problem is one line naming the file, the
-entry and the key, and all problems are reported together (`ConfigError`). `node_plan` turns a
-valid configuration into the processes to start: one camera_node per camera in namespace
-/<name>, one detector_node named `detector` that serves them all, and the environment every
-process gets. `ros2 launch multicam_ros cams.launch.py` and `multicam-ros launch` both start
-exactly this plan, so they cannot disagree.
+`load_config` reads and validates the YAML file into a `Config`; system/plan.py turns that into
+the processes to start. Every problem is one line naming the file, the entry and the key, in
+the package's one form (`cams.yaml: cameras[0] (name 'a'): fps: -1.0 is out of range;
+accepted: a number from 0 to 1000`), and all problems are raised together as one
+`ConfigError` (multicam_ros.core.settings, re-exported here).
 
 File layout (see config/cams.yaml for a commented example):
 
@@ -21,67 +20,51 @@ File layout (see config/cams.yaml for a commented example):
       fastdds_profile: package   # package | none | path/to/profile.xml
 
 Decisions worth knowing:
+- Values are checked by the nodes' own settings (core/params.py) and the rules of the core
+  configs the nodes build from them (`camera_configs`, `detector_configs`), so a file that
+  passes here does not fail on a parameter when the nodes start.
 - Relative paths (a video file `url`, `camera_info_url`, `model.path`, `model.labels_file`,
   `model.weights` when it is a file, `transport.fastdds_profile`) are relative to the
-  configuration file, and the plan carries them absolute.
+  configuration file, and the config carries them absolute.
 - Files that a camera needs (a video file `url`, `camera_info_url`) and the Fast DDS profile
   must exist now: a camera that cannot open them would only exit and be restarted forever.
   Model files are left to the detector, which names the exact problem and stops the system.
-- Empty lists are left out of the plan: every list parameter defaults to empty, and ROS
-  cannot tell the element type of an empty list.
+- Empty lists are left out: every list parameter defaults to empty, and ROS cannot tell the
+  element type of an empty list.
 """
 import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
-from multicam_ros.core.params import CAMERA_PARAMS, DETECTOR_PARAMS, ParamSpec, \
-    camera_rule_problem, specs_by_name
+from multicam_ros.core.params import CAMERA_PARAMS, DETECTOR_PARAMS, camera_configs, \
+    detector_configs, is_ros_name
+from multicam_ros.core.settings import ConfigError, Setting, by_name, problem_line
 from multicam_ros.core.sources import ACCEPTED_FORMS, Source, redact, validate_source
+from multicam_ros.system.transport import PROFILE_NONE, PROFILE_PACKAGE
 
-PACKAGE = 'multicam_ros'
+__all__ = ['CameraConfig', 'Config', 'ConfigError', 'load_config', 'parse_config']
+
 TOP_LEVEL_KEYS = ('cameras', 'camera_defaults', 'detector', 'transport')
 TRANSPORT_KEYS = ('fastdds_profile',)
-DETECTOR_NODE_NAME = 'detector'
-CAMERA_NODE_NAME = 'camera_node'
-CAMERA_EXECUTABLE = 'camera_node'
-DETECTOR_EXECUTABLE = 'detector_node'
-LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
 MAX_NAME_LENGTH = 64
-# A camera process that dies is started again after RESTART_DELAY_MIN_S, doubling up to
-# RESTART_DELAY_MAX_S while it keeps dying; a run of STABLE_RUN_S resets the delay.
-RESTART_DELAY_MIN_S = 1.0
-RESTART_DELAY_MAX_S = 30.0
-STABLE_RUN_S = 30.0
 
-FASTDDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
-FASTDDS_BUILTIN_TRANSPORTS_ENV = 'FASTDDS_BUILTIN_TRANSPORTS'
-PROFILE_PACKAGE = 'package'
-PROFILE_NONE = 'none'
-
-_PARAMETER_WORD = re.compile(r"\bparameter '?([A-Za-z_.]+)'?")
-_ROS_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
-_CAMERA_SPECS = specs_by_name(CAMERA_PARAMS)
-_DETECTOR_SPECS = specs_by_name(DETECTOR_PARAMS)
-_CAMERA_ENTRY_KEYS = ('name',) + tuple(_CAMERA_SPECS)
-_CAMERA_DEFAULT_KEYS = tuple(name for name in _CAMERA_SPECS if name != 'url')
-_DETECTOR_KEYS = tuple(name for name in _DETECTOR_SPECS if name != 'cameras')
+_CAMERA_SETTINGS = by_name(CAMERA_PARAMS)
+_DETECTOR_SETTINGS = by_name(DETECTOR_PARAMS)
+_CAMERA_ENTRY_KEYS = ('name',) + tuple(_CAMERA_SETTINGS)
+_CAMERA_DEFAULT_KEYS = tuple(name for name in _CAMERA_SETTINGS if name != 'url')
+_DETECTOR_KEYS = tuple(name for name in _DETECTOR_SETTINGS if name != 'cameras')
 _DETECTOR_PATH_KEYS = ('model.path', 'model.labels_file', 'model.weights')
 _WEIGHT_WORDS = ('default', 'none')
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; `problems` holds one line per problem."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__('\n'.join(self.problems))
+_CAMERAS_WORDS = 'a list of cameras, each a mapping with a name and a url'
+_NAME_WORDS = (f'letters, digits and _, not starting with a digit, at most {MAX_NAME_LENGTH} '
+               'characters (it becomes the namespace /<name>)')
+_PROFILE_WORDS = (f"'{PROFILE_PACKAGE}', '{PROFILE_NONE}' or the path of a Fast DDS XML "
+                  'profile')
 
 
 @dataclass(frozen=True)
@@ -101,73 +84,6 @@ class Config:
     cameras: Tuple[CameraConfig, ...]
     detector: Dict[str, Any]  # flat detector_node parameters, without `cameras`
     fastdds_profile: str  # 'package', 'none' or an absolute path
-
-
-@dataclass(frozen=True)
-class PlannedNode:
-    """One process of the plan: which executable, under which ROS name, with what parameters."""
-
-    label: str  # short name for people: the camera name, or 'detector'
-    executable: str  # console script of the package: camera_node or detector_node
-    name: str  # ROS node name
-    namespace: str  # '/front', or '/' for the detector
-    parameters: Dict[str, Any] = field(repr=False)  # may hold a camera password
-    respawn: bool  # start it again when it dies (cameras)
-    required: bool  # the system stops when it exits (the detector)
-    package: str = PACKAGE
-    secrets: Tuple[str, ...] = field(default=(), repr=False)
-    # Variables for this process only, on top of the plan's: a password moved out of its URL.
-    environment: Dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def fqn(self) -> str:
-        """Fully qualified node name, e.g. /front/camera_node."""
-        return self.namespace.rstrip('/') + '/' + self.name
-
-    @property
-    def is_camera(self) -> bool:
-        return self.executable == CAMERA_EXECUTABLE
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Every process to start and the environment variables each one gets on top of the
-    starter's own environment."""
-
-    nodes: Tuple[PlannedNode, ...]
-    environment: Dict[str, str]
-    config_path: str = ''
-
-    @property
-    def cameras(self) -> Tuple[PlannedNode, ...]:
-        return tuple(node for node in self.nodes if node.is_camera)
-
-    @property
-    def detector(self) -> Optional[PlannedNode]:
-        return next((node for node in self.nodes if not node.is_camera), None)
-
-    @property
-    def secrets(self) -> Tuple[str, ...]:
-        """Every password the plan knows of, for redacting output."""
-        return tuple(secret for node in self.nodes for secret in node.secrets)
-
-    def describe(self) -> List[str]:
-        """The plan in lines for people, with passwords replaced by ***."""
-        count = len(self.cameras)
-        detector = 'one detector' if self.detector else 'no detector'
-        lines = [f'{self.config_path}: {count} camera{"s" * (count != 1)}, {detector}']
-        for node in self.nodes:
-            params = ', '.join(f'{key}={_show(value)}' for key, value in node.parameters.items())
-            lines.append(f'  {node.fqn} ({node.executable}): {params}')
-        for key, value in sorted(self.environment.items()):
-            lines.append(f'  environment {key}={value}')
-        return [redact(line, self.secrets) for line in lines]
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, list):
-        return '[' + ','.join(str(v) for v in value) + ']'
-    return str(value)
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -203,9 +119,9 @@ def load_config(path: str, environ: Optional[Mapping[str, str]] = None) -> Confi
         with open(path, encoding='utf-8') as stream:
             data = yaml.load(stream, Loader=_UniqueKeyLoader)
     except OSError as exc:
-        raise ConfigError([f'{label}: cannot read: {exc.strerror}']) from None
+        raise ConfigError(f'{label}: cannot read: {exc.strerror}') from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f'{label}: not valid YAML{_yaml_problem(exc)}']) from None
+        raise ConfigError(f'{label}: not valid YAML{_yaml_problem(exc)}') from None
     return parse_config(data, label, Path(path).resolve().parent, environ)
 
 
@@ -229,25 +145,26 @@ def parse_config(data: Any, label: str = 'cams.yaml', base_dir: Optional[Path] =
                        os.environ if environ is None else environ)
     config = checker.check(data)
     if checker.problems:
-        raise ConfigError(checker.problems)
+        raise ConfigError(*checker.problems)
     return config
 
 
-def _unknown(key: Any, known: Sequence[str]) -> str:
+def _unknown(key: Any, known: Sequence[str]) -> Tuple[str, str]:
+    """(problem, accepted) of an unknown key, with the closest known key as a hint."""
     close = difflib.get_close_matches(str(key), known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ''
-    return f'unknown key {key!r}{hint}; known: ' + ', '.join(known)
+    return f'unknown key{hint}', ', '.join(known)
 
 
-def flatten(section: Mapping[str, Any], prefix: str = '',
-            twice: Optional[List[str]] = None) -> Dict[str, Any]:
+def _flatten(section: Mapping[str, Any], prefix: str = '',
+             twice: Optional[List[str]] = None) -> Dict[str, Any]:
     """{'model': {'backend': 'x'}, 'device': 'cpu'} -> {'model.backend': 'x', 'device': 'cpu'}.
 
     A name given both nested and dotted is appended to `twice` (the last value is kept)."""
     flat: Dict[str, Any] = {}
     for key, value in section.items():
         name = f'{prefix}{key}'
-        items = flatten(value, name + '.', twice).items() if isinstance(value, dict) \
+        items = _flatten(value, name + '.', twice).items() if isinstance(value, dict) \
             else [(name, value)]
         for flat_name, flat_value in items:
             if flat_name in flat and twice is not None:
@@ -265,21 +182,29 @@ class _Checker:
         self.environ = environ
         self.problems: List[str] = []
 
-    def problem(self, where: str, text: str) -> None:
-        """Record one problem; 'parameter x: ...' of the specs reads 'x: ...' here."""
-        text = _PARAMETER_WORD.sub(r'\1', text)
-        self.problems.append(f'{self.label}: {where}{": " if where else ""}{text}')
+    def problem(self, where: str, key: str, problem: str, accepted: str = '') -> None:
+        """Record `<file>: <where>: <key>: <problem>; accepted: <values>`. URL passwords in the
+        key and problem are redacted (a URL may be typed into any key); `accepted` is ours."""
+        line = problem_line(redact(key), redact(problem), accepted)
+        self.problems.append(': '.join(part for part in (self.label, where, line) if part))
+
+    def error(self, where: str, exc: ConfigError, safe: bool = False) -> None:
+        """Record the problems of a ConfigError raised by the core's checks. They may echo a
+        value, so URL passwords are redacted unless the raiser keeps them out (`safe`: sources
+        does, and its accepted forms look like a URL with a password)."""
+        for line in exc.problems:
+            self.problems.append(f'{self.label}: {where}: {line if safe else redact(line)}')
 
     def check(self, data: Any) -> Config:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            self.problem('', f'expected a mapping with keys {", ".join(TOP_LEVEL_KEYS)}; '
-                         f'got {type(data).__name__}')
+            self.problem('', '', f'{_kind(data)} is not a mapping',
+                         'a mapping with keys ' + ', '.join(TOP_LEVEL_KEYS))
             return Config(self.label, (), {}, PROFILE_PACKAGE)
         for key in data:
             if key not in TOP_LEVEL_KEYS:
-                self.problem('', _unknown(key, TOP_LEVEL_KEYS))
+                self.problem('', str(key), *_unknown(key, TOP_LEVEL_KEYS))
         defaults = self._camera_defaults(data.get('camera_defaults'))
         cameras = self._cameras(data.get('cameras'), defaults)
         detector = self._detector(data.get('detector'))
@@ -288,37 +213,39 @@ class _Checker:
 
     # -- sections ------------------------------------------------------------------------------
 
-    def _mapping(self, value: Any, where: str) -> Dict[str, Any]:
+    def _mapping(self, value: Any, where: str, key: str, accepted: str) -> Dict[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.problem(where, f'expected a mapping of keys; got {_kind(value)}')
+            self.problem(where, key, f'{_kind(value)} is not a mapping', accepted)
             return {}
         return value
 
     def _camera_defaults(self, section: Any) -> Dict[str, Any]:
         where = 'camera_defaults'
         values = {}
-        for key, value in self._mapping(section, where).items():
+        section = self._mapping(section, '', where, 'a mapping of camera_node parameters')
+        for key, value in section.items():
             if key == 'url':
-                self.problem(where, "url is set per camera, not in camera_defaults")
+                self.problem(where, 'url', 'set per camera, not in camera_defaults')
             elif key not in _CAMERA_DEFAULT_KEYS:
-                self.problem(where, _unknown(key, _CAMERA_DEFAULT_KEYS))
+                self.problem(where, str(key), *_unknown(key, _CAMERA_DEFAULT_KEYS))
             else:
-                checked = self._param(_CAMERA_SPECS[key], value, where)
+                checked = self._value(_CAMERA_SETTINGS[key], value, where)
                 if checked is not None:
                     values[key] = checked
         return values
 
     def _cameras(self, section: Any, defaults: Dict[str, Any]) -> List[CameraConfig]:
         if section is None:
-            self.problem('cameras', 'missing; list the cameras, each with a name and a url')
+            self.problem('', 'cameras', 'missing', _CAMERAS_WORDS)
             return []
         if not isinstance(section, list):
-            self.problem('cameras', f'expected a list of cameras; got {_kind(section)}')
+            self.problem('', 'cameras', f'{_kind(section)} is not a list', _CAMERAS_WORDS)
             return []
         if not section:
-            self.problem('cameras', 'empty; list at least one camera with a name and a url')
+            self.problem('', 'cameras', 'empty', 'a list of at least one camera, each a '
+                         'mapping with a name and a url')
             return []
         cameras = []
         seen: Dict[str, int] = {}
@@ -332,7 +259,8 @@ class _Checker:
                 seen: Dict[str, int]) -> Optional[CameraConfig]:
         where = f'cameras[{index}]'
         if not isinstance(entry, dict):
-            self.problem(where, f'expected a mapping with name and url; got {_kind(entry)}')
+            self.problem(where, '', f'{_kind(entry)} is not a mapping',
+                         'a mapping with a name and a url')
             return None
         name = entry.get('name')
         name_ok = self._camera_name(name, where, index, seen)
@@ -344,26 +272,28 @@ class _Checker:
             if key == 'name':
                 continue
             if key not in _CAMERA_ENTRY_KEYS:
-                self.problem(where, _unknown(key, _CAMERA_ENTRY_KEYS))
+                self.problem(where, str(key), *_unknown(key, _CAMERA_ENTRY_KEYS))
                 continue
             if key == 'url' and isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)  # a device index
-            checked = self._param(_CAMERA_SPECS[key], value, where)
+            checked = self._value(_CAMERA_SETTINGS[key], value, where)
             if checked is not None:
                 params[key] = checked
         source = None
         if 'url' not in entry:
-            self.problem(where, 'url: missing; ' + _url_words())
+            self.problem(where, 'url', 'missing', ACCEPTED_FORMS)
         elif 'url' in params:
             source = self._source(params, where)
         if source is not None and source.is_file:
             params['url'] = source.safe_url  # absolute: nodes need not share our cwd
-        crossed = camera_rule_problem(params)
-        if crossed:
-            self.problem(where, crossed)
+        try:  # the rules across settings, exactly as camera_node applies them
+            camera_configs(params)
+        except ConfigError as exc:
+            self.error(where, exc)
         if params.get('camera_info_url'):
             params['camera_info_url'] = self._existing_path(
-                params['camera_info_url'], f'{where}: camera_info_url')
+                params['camera_info_url'], where, 'camera_info_url',
+                'a path or file:// URL of a calibration YAML')
         if len(self.problems) > before or not name_ok or source is None:
             return None
         params = {'url': params.pop('url'), **params}  # url first, for people reading
@@ -371,17 +301,15 @@ class _Checker:
 
     def _camera_name(self, name: Any, where: str, index: int, seen: Dict[str, int]) -> bool:
         if name is None:
-            self.problem(where, 'name: missing; every camera needs a name (its namespace)')
+            self.problem(where, 'name', 'missing (every camera needs one: its namespace)',
+                         _NAME_WORDS)
             return False
-        if not isinstance(name, str) or not _ROS_NAME.match(name) \
-                or len(name) > MAX_NAME_LENGTH:
-            self.problem(where, f'name: {name!r} is not a valid ROS name: use letters, digits '
-                         f'and _, not starting with a digit, at most {MAX_NAME_LENGTH} '
-                         'characters (it becomes the namespace /<name>)')
+        if not isinstance(name, str) or not is_ros_name(name) or len(name) > MAX_NAME_LENGTH:
+            self.problem(where, 'name', f'{name!r} is not a valid ROS name', _NAME_WORDS)
             return False
         if name in seen:
-            self.problem(where, f'name: {name!r} is already the name of cameras[{seen[name]}]; '
-                         'camera names must be unique')
+            self.problem(where, 'name', f'{name!r} is already the name of cameras[{seen[name]}]',
+                         'a name no other camera has')
             return False
         seen[name] = index
         return True
@@ -394,32 +322,37 @@ class _Checker:
             url = str(self._path(url))
         try:
             return validate_source(url, password_env, self.environ)
-        except ValueError as exc:
-            self.problem(where, str(exc))
+        except ConfigError as exc:
+            self.error(where, exc, safe=True)
             return None
 
     def _detector(self, section: Any) -> Dict[str, Any]:
         where = 'detector'
         values: Dict[str, Any] = {}
-        section = self._mapping(section, where)
+        section = self._mapping(section, '', where, 'a mapping of detector_node parameters')
         if any(key == 'model' and not isinstance(value, dict) for key, value in section.items()):
-            self.problem(where, 'model: expected a mapping of model settings, e.g. '
+            self.problem(where, 'model', f'{_kind(section["model"])} is not a mapping',
+                         'a mapping of model settings, e.g. '
                          'model: {backend: torchscript, path: model.pt}')
             section = {k: v for k, v in section.items() if k != 'model'}
         twice: List[str] = []
-        flat = flatten(section, twice=twice)
+        flat = _flatten(section, twice=twice)
         for key in twice:
-            self.problem(where, f'{key}: given twice (nested under model: and as {key}); '
-                         'give it once')
+            self.problem(where, key, f'given twice (nested under model: and as {key})',
+                         'the key once')
         for key, value in flat.items():
             if key == 'cameras':
-                self.problem(where, 'cameras: filled in from the cameras list; remove it here')
+                self.problem(where, 'cameras', 'filled in from the cameras list; remove it here')
             elif key not in _DETECTOR_KEYS:
-                self.problem(where, _unknown(key, _DETECTOR_KEYS))
+                self.problem(where, str(key), *_unknown(key, _DETECTOR_KEYS))
             else:
-                checked = self._param(_DETECTOR_SPECS[key], value, where)
+                checked = self._value(_DETECTOR_SETTINGS[key], value, where)
                 if checked is not None:
                     values[key] = checked
+        try:  # the rules across settings, exactly as detector_node applies them
+            detector_configs(values)
+        except ConfigError as exc:
+            self.error(where, exc)
         for key in _DETECTOR_PATH_KEYS:
             value = values.get(key, '')
             if value and not (key == 'model.weights' and value.lower() in _WEIGHT_WORDS):
@@ -429,39 +362,41 @@ class _Checker:
     def _transport(self, section: Any) -> str:
         where = 'transport'
         profile = PROFILE_PACKAGE
-        for key, value in self._mapping(section, where).items():
+        for key, value in self._mapping(section, '', where, 'a mapping with the key '
+                                        + ', '.join(TRANSPORT_KEYS)).items():
             if key not in TRANSPORT_KEYS:
-                self.problem(where, _unknown(key, TRANSPORT_KEYS))
+                self.problem(where, str(key), *_unknown(key, TRANSPORT_KEYS))
             elif not isinstance(value, str) or not value.strip():
-                self.problem(where, f"fastdds_profile: {value!r} is not '{PROFILE_PACKAGE}', "
-                             f"'{PROFILE_NONE}' or the path of a Fast DDS XML profile")
+                self.problem(where, key, f'{value!r} is not a profile', _PROFILE_WORDS)
             elif value.strip() in (PROFILE_PACKAGE, PROFILE_NONE):
                 profile = value.strip()
             else:
-                profile = self._existing_path(value.strip(), f'{where}: fastdds_profile')
+                profile = self._existing_path(value.strip(), where, key, _PROFILE_WORDS)
         return profile
 
     # -- values --------------------------------------------------------------------------------
 
-    def _param(self, spec: ParamSpec, value: Any, where: str) -> Any:
+    def _value(self, setting: Setting, value: Any, where: str) -> Any:
+        """`value` checked and coerced by its node setting, or None after recording why."""
         try:
-            return spec.check(value)
-        except ValueError as exc:  # it shows the value: redact a URL typed into a wrong key
-            self.problem(where, redact(str(exc)))
+            return setting.check(value)
+        except ConfigError as exc:
+            self.error(where, exc)
             return None
 
     def _path(self, text: str) -> Path:
         return self.base_dir / Path(text).expanduser()
 
-    def _existing_path(self, text: str, where: str) -> str:
+    def _existing_path(self, text: str, where: str, key: str, accepted: str) -> str:
         path = Path(text[len('file://'):]) if text.startswith('file://') else self._path(text)
         if not path.is_file():
-            self.problem(where, f'no such file: {path}')
+            self.problem(where, key, f'no such file: {path}', accepted)
         return str(path)
 
 
 def _kind(value: Any) -> str:
-    """'str 'abc'' for a scalar, 'list' or 'dict' for a container; URL passwords redacted."""
+    """A scalar's type and value (str 'abc'), a container's type only; URL passwords
+    redacted."""
     if isinstance(value, (dict, list)):
         return type(value).__name__
     return redact(f'{type(value).__name__} {value!r}')
@@ -471,92 +406,5 @@ def _has_scheme(text: str) -> bool:
     return re.match(r'^[A-Za-z][A-Za-z0-9+.\-]*:', text) is not None
 
 
-def _url_words() -> str:
-    return f'accepted: {ACCEPTED_FORMS}'
-
-
 def _without_empty_lists(params: Dict[str, Any]) -> Dict[str, Any]:
     return {key: value for key, value in params.items() if value != []}
-
-
-# -- the plan -------------------------------------------------------------------------------------
-
-
-def packaged_fastdds_profile() -> str:
-    """Path of the package's large-frame Fast DDS profile."""
-    return str(resources.files(PACKAGE) / 'resources' / 'fastdds_large_frames.xml')
-
-
-def transport_environment(profile: str, environ: Mapping[str, str]) -> Dict[str, str]:
-    """The Fast DDS variables for every process of the plan.
-
-    Whoever starts the system has the last word: when FASTDDS_DEFAULT_PROFILES_FILE or
-    FASTDDS_BUILTIN_TRANSPORTS is already set (or the RMW is not Fast DDS), the processes
-    inherit that unchanged and nothing is added. Otherwise `profile` decides: 'package' loads
-    the packaged large-frame profile (shared memory with 32 MiB segments plus UDPv4, which
-    default subscribers such as rqt_image_view receive from), a path loads that profile, and
-    'none' keeps Fast DDS's defaults (FASTDDS_BUILTIN_TRANSPORTS=DEFAULT, which also keeps
-    camera_node from loading the packaged profile itself).
-    """
-    if environ.get(FASTDDS_PROFILE_ENV) or environ.get(FASTDDS_BUILTIN_TRANSPORTS_ENV):
-        return {}
-    if not environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp').startswith('rmw_fastrtps'):
-        return {}
-    if profile == PROFILE_NONE:
-        return {FASTDDS_BUILTIN_TRANSPORTS_ENV: 'DEFAULT'}
-    if profile == PROFILE_PACKAGE:
-        return {FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
-    return {FASTDDS_PROFILE_ENV: profile}
-
-
-def move_password_to_environment(name: str, parameters: Dict[str, Any]
-                                 ) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """A password written in a camera's url would be a ROS parameter, which every node can read
-    (/parameter_events, `ros2 param get`). Move it into a variable of that camera's process
-    and pass the url without it, plus `password_env` naming the variable."""
-    parameters = dict(parameters)
-    url = str(parameters.get('url', ''))
-    parts = urlsplit(url)
-    if '://' not in url or parts.password is None or parameters.get('password_env'):
-        return parameters, {}
-    variable = 'MULTICAM_ROS_PASSWORD_' + name.upper()
-    host = parts.netloc.rpartition('@')[2]
-    parameters['url'] = urlunsplit(parts._replace(netloc=f'{parts.username}@{host}'))
-    parameters['password_env'] = variable
-    return parameters, {variable: unquote(parts.password)}
-
-
-def node_plan(config: Config, detector: bool = True,
-              environ: Optional[Mapping[str, str]] = None) -> Plan:
-    """The processes that start the system described by `config`.
-
-    One camera_node per camera in namespace /<name> with that camera's parameters (camera
-    defaults merged with its overrides), restarted when it dies; unless `detector` is false,
-    one detector_node named `detector` in / whose `cameras` lists every camera namespace, plus
-    the detector section's parameters, and whose exit stops the system. `environ` (default
-    os.environ) is the starter's environment, which decides the transport variables.
-    """
-    environ = os.environ if environ is None else environ
-    nodes = []
-    for camera in config.cameras:
-        parameters, env = move_password_to_environment(camera.name, camera.parameters)
-        nodes.append(PlannedNode(
-            label=camera.name, executable=CAMERA_EXECUTABLE, name=CAMERA_NODE_NAME,
-            namespace='/' + camera.name, parameters=parameters, respawn=True, required=False,
-            secrets=camera.source.secrets, environment=env))
-    if detector:
-        parameters = {'cameras': ['/' + camera.name for camera in config.cameras],
-                      **config.detector}
-        nodes.append(PlannedNode(label=DETECTOR_NODE_NAME, executable=DETECTOR_EXECUTABLE,
-                                 name=DETECTOR_NODE_NAME, namespace='/', parameters=parameters,
-                                 respawn=False, required=True))
-    return Plan(tuple(nodes), transport_environment(config.fastdds_profile, environ),
-                config.path)
-
-
-def parse_switch(text: str, argument: str) -> bool:
-    """'true' / 'false' (any case) of a launch argument or flag; anything else is an error."""
-    value = str(text).strip().lower()
-    if value not in ('true', 'false'):
-        raise ValueError(f"{argument}: {text!r} is not 'true' or 'false'")
-    return value == 'true'

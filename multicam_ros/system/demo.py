@@ -5,31 +5,36 @@ The demo model is torchvision's COCO Faster R-CNN. `--weights auto` uses its pub
 when they are in the torch hub cache; otherwise it says so loudly and runs the same architecture
 with random weights, so that every part of the pipeline still runs without a network.
 `--weights default` makes torchvision download them (once, where a network exists).
+ROS-free like the rest of system/: cli.py hands it the /diagnostics listener for the table.
 """
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 from urllib.parse import urlsplit
 
 import yaml
 
-from multicam_ros.system.supervisor import launch_main
+from multicam_ros.system.executables import PACKAGE
+from multicam_ros.system.supervisor import ListenerFactory, launch_main
 from multicam_testbed import RtspServerError, RtspTestServer
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / 'config' / 'demo.yaml'
 DEMO_PORT = 8554
+WEIGHT_CHOICES = ('auto', 'default', 'none')  # see the module docstring
 
 
 def demo_config_path() -> Path:
-    """config/demo.yaml of this checkout, or of the installed package's share directory."""
+    """config/demo.yaml of this checkout, else of the installed package: share/multicam_ros
+    under a prefix of AMENT_PREFIX_PATH (a colcon install) or under this interpreter's prefix
+    (pip). Looked up by hand: ament_index_python is a ROS package, and system/ stays ROS-free."""
     if DEMO_CONFIG.is_file():
         return DEMO_CONFIG
-    from ament_index_python.packages import get_package_share_directory
-    return Path(get_package_share_directory('multicam_ros')) / 'config' / 'demo.yaml'
-
-
-WEIGHT_CHOICES = ('auto', 'default', 'none')
+    prefixes = [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]
+    candidates = [Path(prefix) / 'share' / PACKAGE / 'config' / 'demo.yaml'
+                  for prefix in [*prefixes, sys.prefix]]
+    return next((path for path in candidates if path.is_file()), candidates[-1])
 
 
 def cached_weights(model_name: str) -> Path:
@@ -40,8 +45,10 @@ def cached_weights(model_name: str) -> Path:
     return Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(urlsplit(url).path)
 
 
-def demo_main(port: int = DEMO_PORT, weights: str = 'auto') -> int:
-    """Serve the test streams and run the demo configuration until Ctrl-C."""
+def demo_main(port: int = DEMO_PORT, weights: str = 'auto',
+              listen: Optional[ListenerFactory] = None) -> int:
+    """Serve the test streams and run the demo configuration until Ctrl-C; `weights` is one
+    of WEIGHT_CHOICES, `listen` as for launch_main."""
     config = yaml.safe_load(demo_config_path().read_text())
     model = config['detector']['model']
     cached = cached_weights(model['name'])
@@ -68,6 +75,6 @@ def demo_main(port: int = DEMO_PORT, weights: str = 'auto') -> int:
         with tempfile.TemporaryDirectory(prefix='multicam-demo-') as folder:
             path = Path(folder) / 'demo.yaml'
             path.write_text(yaml.safe_dump(config, sort_keys=False))
-            return launch_main(str(path))
+            return launch_main(str(path), listen=listen)
     finally:
         server.stop()

@@ -27,7 +27,7 @@ __all__ = ['BACKENDS', 'Detections', 'Detector', 'ModelConfig', 'check_classes',
 _LOG = logging.getLogger(__name__)
 _DEVICE_WORDS = "'auto', 'cpu', 'cuda' or 'cuda:N' (N: a GPU index)"
 _LABELS_WORDS = ('a file of class names: one per line, or a YAML/JSON list (or a mapping '
-                'id -> name, or one with a names key)')
+                 'id -> name, or one with a names key)')
 
 
 def load_detector(config: ModelConfig) -> Detector:

@@ -1,0 +1,359 @@
+"""Shared-memory frame channels (multicam_ros.core.shm_frames) with real writer processes.
+
+Writers run as separate processes (this file run as a script, see ``main``), readers in the
+test process; nothing is mocked. Every frame's pixels come from a pool of random images whose
+CRC32 travels in the frame_id, so a reader can tell a torn copy from a whole one; stamp_ns is
+seq * 1000, so torn metadata shows too. No timing assertions: loops wait for conditions with
+generous deadlines, and the figures live in bench/ipc_bench.py.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from typing import Iterator, List, Optional
+
+import numpy as np
+import pytest
+
+from multicam_ros.core import shm_frames
+from multicam_ros.core.shm_frames import (
+    ChannelBusyError, FrameInfo, FrameReader, FrameWriter, channel_status,
+    remove_stale_segments, segment_name)
+
+pytestmark = pytest.mark.skipif(not shm_frames.shm_available(), reason='needs /dev/shm')
+
+POOL_SIZE = 4
+DEADLINE_S = 60.0
+
+
+# -- the writer process ---------------------------------------------------------------------
+
+def frame_pool(width: int, height: int) -> List[np.ndarray]:
+    """Distinct random frames; consecutive seqs use different ones, so a mix never passes."""
+    return [np.random.default_rng(i).integers(0, 256, (height, width, 3), np.uint8)
+            for i in range(POOL_SIZE)]
+
+
+def frame_id_for(seq: int, pool_crcs: List[int]) -> str:
+    return f'{pool_crcs[seq % POOL_SIZE]:08x}'
+
+
+def run_writer(mode: str, channel: str, width: int, height: int, count: int,
+               slot_count: int) -> None:
+    """Writer process: ``hammer`` writes ``count`` frames (0: until killed) as fast as it can;
+    ``stall`` writes ``count`` frames, then stops half-way through filling the next one."""
+    pool = frame_pool(width, height)
+    crcs = [zlib.crc32(image) for image in pool]
+    writer = FrameWriter(channel, max_bytes=width * height * 3, slot_count=slot_count)
+    print(f'ready {os.getpid()}', flush=True)
+    seq = 0
+    while count == 0 or seq < count:
+        seq = writer.seq + 1
+        writer.write(pool[seq % POOL_SIZE], seq * 1000, frame_id_for(seq, crcs))
+    if mode == 'stall':
+        target = writer.loan(width, height)
+        half = height // 2
+        target[:half] = pool[(seq + 1) % POOL_SIZE][:half]
+        print(f'stalled {seq}', flush=True)
+        time.sleep(3600)
+    writer.close()
+    print(f'done {writer.seq}', flush=True)
+
+
+def main() -> None:
+    mode, channel, width, height, count, slot_count = sys.argv[1:7]
+    run_writer(mode, channel, int(width), int(height), int(count), int(slot_count))
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+class WriterProcess:
+    """A writer started as a separate interpreter, as camera_node would be."""
+
+    def __init__(self, mode: str, channel: str, width: int, height: int, count: int = 0,
+                 slot_count: int = 2) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, mode, channel, str(width), str(height), str(count),
+             str(slot_count)], stdout=subprocess.PIPE, text=True)
+
+    def expect(self, word: str, timeout_s: float = DEADLINE_S) -> str:
+        """The next stdout line, which must start with ``word``."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        assert ready, f'writer said nothing within {timeout_s} s (waiting for {word!r})'
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith(word), f'writer said {line!r}, expected {word!r}'
+        return line
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=DEADLINE_S)
+        self.proc.stdout.close()
+
+    def finish(self) -> int:
+        """Wait for a clean exit; return the exit status."""
+        code = self.proc.wait(timeout=DEADLINE_S)
+        self.proc.stdout.close()
+        return code
+
+
+def check_frame(info: FrameInfo, buffer: np.ndarray) -> None:
+    """A whole frame: pixels match the CRC in its frame_id, metadata matches its seq."""
+    pixels = info.view(buffer)
+    assert zlib.crc32(pixels) == int(info.frame_id, 16), f'torn pixels in seq {info.seq}'
+    assert info.stamp_ns == info.seq * 1000, f'torn metadata in seq {info.seq}'
+    assert info.step == info.width * 3 and info.nbytes == info.step * info.height
+
+
+def wait_for(condition, what: str, timeout_s: float = DEADLINE_S):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.002)
+    raise AssertionError(f'timed out waiting for {what}')
+
+
+def leftovers(channel: str) -> List[str]:
+    base = segment_name(channel)
+    return [name for name in os.listdir(shm_frames.SHM_DIR) if name.startswith(base)]
+
+
+@pytest.fixture
+def channel() -> Iterator[str]:
+    """A channel of this test alone; asserts that nothing of it stays in /dev/shm."""
+    name = f'test_shm/{uuid.uuid4().hex[:12]}'
+    yield name
+    left = leftovers(name)
+    remove_stale_segments(name)
+    assert not left, f'segments left in /dev/shm: {left}'
+
+
+# -- in one process -------------------------------------------------------------------------
+
+def test_frame_round_trip_with_metadata(channel: str) -> None:
+    with FrameWriter(channel) as writer, FrameReader(channel) as reader:
+        assert reader.poll() is None  # no segment until the first frame
+        image = frame_pool(64, 48)[0]
+        seq = writer.write(image, 1234, 'cam0_optical_frame', 'rgb8')
+        info = wait_for(reader.poll, 'the first frame')
+        assert (info.seq, info.width, info.height, info.encoding) == (seq, 64, 48, 'rgb8')
+        assert (info.stamp_ns, info.frame_id, info.step) == (1234, 'cam0_optical_frame', 192)
+        got = reader.read()
+        assert got is not None and got[0] == info
+        assert np.array_equal(got[1], image)
+        assert reader.poll() is None and reader.read_into(np.empty(10**5, np.uint8)) is None
+        mono = image[:, :, 1].copy()
+        writer.write(mono, 1235, 'cam0_optical_frame', 'mono8')
+        buffer = np.empty(64 * 48 * 3, np.uint8)
+        info = reader.read_into(buffer)
+        assert info.shape == (48, 64) and np.array_equal(info.view(buffer), mono)
+        status = channel_status(channel)
+        assert status.writer_alive and status.writer_pid == os.getpid()
+        assert status.latest_seq == info.seq
+    assert channel_status(channel) is None
+
+
+def test_writer_refuses_bad_input(channel: str) -> None:
+    with FrameWriter(channel) as writer:
+        with pytest.raises(ValueError, match='encoding'):
+            writer.write(np.zeros((4, 4, 3), np.uint8), 0, 'f', 'yuv422')
+        with pytest.raises(ValueError, match='shape'):
+            writer.write(np.zeros((4, 4), np.uint8), 0, 'f', 'bgr8')
+        with pytest.raises(ValueError, match='dtype'):
+            writer.write(np.zeros((4, 4, 3), np.float32), 0, 'f', 'bgr8')
+        with pytest.raises(ValueError, match='frame_id'):
+            writer.write(np.zeros((4, 4, 3), np.uint8), 0, 'x' * 64, 'bgr8')
+
+
+def test_read_into_refuses_a_small_buffer(channel: str) -> None:
+    with FrameWriter(channel) as writer, FrameReader(channel) as reader:
+        writer.write(np.zeros((8, 8, 3), np.uint8), 1, 'f')
+        wait_for(reader.poll, 'a frame')
+        with pytest.raises(ValueError, match='too small'):
+            reader.read_into(np.empty(10, np.uint8))
+        assert reader.read_into(np.empty(8 * 8 * 3, np.uint8)) is not None
+
+
+def test_resolution_change_in_one_writer(channel: str) -> None:
+    with FrameWriter(channel, max_bytes=640 * 480 * 3) as writer, \
+            FrameReader(channel) as reader:
+        buffer = np.empty(1280 * 720 * 3, np.uint8)
+        seen = []
+        for width, height in ((640, 480), (320, 240), (1280, 720), (1280, 720)):
+            image = frame_pool(width, height)[1]
+            writer.write(image, writer.seq + 1, 'f')
+            info = wait_for(lambda: reader.read_into(buffer), f'a {width}x{height} frame')
+            assert (info.width, info.height) == (width, height)
+            assert np.array_equal(info.view(buffer), image)
+            seen.append(info)
+        assert [info.seq for info in seen] == [1, 2, 3, 4]
+        epochs = [info.epoch for info in seen]
+        assert len(set(epochs[:3])) == 3 and epochs[2] == epochs[3]
+        assert writer.slot_capacity_bytes >= 1280 * 720 * 3  # grew, readers followed
+
+
+def test_zero_copy_view_is_validated(channel: str) -> None:
+    with FrameWriter(channel, slot_count=2) as writer, FrameReader(channel) as reader:
+        pool = frame_pool(32, 16)
+        writer.write(pool[0], 1, 'f')
+        info, view = wait_for(reader.view_newest, 'a frame')
+        assert not view.flags.writeable and np.array_equal(view, pool[0])
+        assert reader.is_intact(info)
+        writer.write(pool[1], 2, 'f')
+        assert reader.is_intact(info)  # the other slot was written
+        writer.write(pool[2], 3, 'f')
+        assert not reader.is_intact(info)  # its slot was reused: drop what came from it
+        del view
+
+
+def test_a_second_live_writer_is_refused(channel: str) -> None:
+    with FrameWriter(channel, max_bytes=1000):
+        with pytest.raises(ChannelBusyError):
+            FrameWriter(channel, max_bytes=1000)
+
+
+# -- with writer processes ------------------------------------------------------------------
+
+def test_hammered_channel_never_yields_torn_or_repeated_frames(channel: str) -> None:
+    """A writer overwrites a 2-slot ring as fast as it can; every frame the reader accepts is
+    whole, and seqs strictly increase."""
+    width, height = 1280, 720
+    writer = WriterProcess('hammer', channel, width, height, count=0, slot_count=2)
+    reader = FrameReader(channel)
+    buffer = np.empty(width * height * 3, np.uint8)
+    try:
+        writer.expect('ready')
+        taken: List[int] = []
+        deadline = time.monotonic() + DEADLINE_S
+        # Until overlaps were seen (or many frames passed): count-based, not a timing goal.
+        while ((len(taken) < 300 or reader.torn_count < 20) and len(taken) < 3000
+               and time.monotonic() < deadline):
+            info = reader.read_into(buffer)
+            if info is None:
+                continue
+            check_frame(info, buffer)
+            assert not taken or info.seq > taken[-1], f'seq {info.seq} after {taken[-1]}'
+            taken.append(info.seq)
+        assert len(taken) >= 300
+    finally:
+        writer.kill()
+        reader.close()
+    remove_stale_segments(channel)
+
+
+def test_writer_killed_mid_write_leaves_reader_consistent(channel: str) -> None:
+    """A writer stopped half-way through a frame, then SIGKILLed: the reader gets the last whole
+    frame once, never the half one, reports the writer gone; the next writer takes over."""
+    width, height = 640, 480
+    reader = FrameReader(channel)
+    buffer = np.empty(width * height * 3, np.uint8)
+    first = WriterProcess('stall', channel, width, height, count=5)
+    try:
+        first.expect('ready')
+        first.expect('stalled')
+        info = wait_for(lambda: reader.read_into(buffer), 'the last whole frame')
+        check_frame(info, buffer)
+        assert info.seq == 5
+        assert reader.read_into(buffer) is None and reader.poll() is None  # not the half one
+        old_epoch = info.epoch
+    finally:
+        first.kill()
+    status = channel_status(channel)  # SIGKILL ran no clean-up: the segment is still there
+    assert status is not None and not status.writer_alive
+    assert reader.read_into(buffer) is None
+    assert not reader.writer_alive()
+    second = WriterProcess('hammer', channel, width, height, count=0)
+    try:
+        second.expect('ready')
+        info = wait_for(lambda: reader.read_into(buffer), 'a frame of the next writer')
+        check_frame(info, buffer)
+        assert info.epoch != old_epoch
+        assert reader.writer_alive()
+    finally:
+        second.kill()
+        reader.close()
+    assert remove_stale_segments(channel) == [segment_name(channel)]
+
+
+def test_writer_killed_at_random_moments(channel: str) -> None:
+    """SIGKILL during full-speed writing, three times: no torn frame is ever accepted."""
+    width, height = 640, 480
+    reader = FrameReader(channel)
+    buffer = np.empty(width * height * 3, np.uint8)
+    rng = np.random.default_rng(7)
+    try:
+        for _ in range(3):
+            writer = WriterProcess('hammer', channel, width, height, count=0)
+            writer.expect('ready')
+            wait_for(lambda: reader.read_into(buffer), 'a frame')
+            kill_at_s = time.monotonic() + float(rng.uniform(0.05, 0.3))
+            last_seq = 0
+            while time.monotonic() < kill_at_s:
+                info = reader.read_into(buffer)
+                if info is not None:
+                    check_frame(info, buffer)
+                    assert info.seq > last_seq
+                    last_seq = info.seq
+            writer.kill()
+            while reader.writer_alive():
+                pass
+            for _ in range(10):  # reads after the death: nothing, and certainly nothing torn
+                info = reader.read_into(buffer)
+                assert info is None
+    finally:
+        reader.close()
+    remove_stale_segments(channel)
+
+
+def test_restart_with_another_resolution_and_reader_first(channel: str) -> None:
+    """Reader before any writer; a VGA writer ends cleanly; a 720p writer follows."""
+    reader = FrameReader(channel)
+    buffer = np.empty(1280 * 720 * 3, np.uint8)
+    try:
+        assert reader.read_into(buffer) is None and not reader.writer_alive()
+        epochs = []
+        for width, height in ((640, 480), (1280, 720)):
+            writer = WriterProcess('hammer', channel, width, height, count=200)
+            writer.expect('ready')
+            info = wait_for(lambda: reader.read_into(buffer), f'a {width}x{height} frame')
+            check_frame(info, buffer)
+            assert (info.width, info.height) == (width, height)
+            epochs.append(info.epoch)
+            writer.expect('done')
+            assert writer.finish() == 0
+            assert channel_status(channel) is None  # a clean exit unlinks its segment
+            wait_for(lambda: not reader.writer_alive(), 'the reader to see the writer gone')
+        assert epochs[0] != epochs[1]
+    finally:
+        reader.close()
+
+
+def test_reader_started_after_the_writer(channel: str) -> None:
+    writer = WriterProcess('hammer', channel, 320, 240, count=0)
+    try:
+        writer.expect('ready')
+        status = wait_for(lambda: channel_status(channel), 'the segment')
+        assert status.writer_alive and status.writer_pid == writer.proc.pid
+        with FrameReader(channel) as reader:
+            buffer = np.empty(320 * 240 * 3, np.uint8)
+            last: Optional[FrameInfo] = None
+            for _ in range(20):
+                info = wait_for(lambda: reader.read_into(buffer), 'a frame')
+                check_frame(info, buffer)
+                assert last is None or info.seq > last.seq
+                last = info
+    finally:
+        writer.kill()
+    assert remove_stale_segments() is not None  # also sweeps this user's other dead segments
+    assert channel_status(channel) is None
+
+
+if __name__ == '__main__':
+    main()
