@@ -7,7 +7,7 @@ import pytest
 
 from multicam_ros.core.batching import BatchCollector
 from multicam_ros.core.frames import InputFrame
-from multicam_ros.core.inference import InferenceWorker
+from multicam_ros.core.inference import InferenceWorker, ResultStage
 from multicam_ros.core.models.base import Detections
 
 pytestmark = pytest.mark.timeout(30)
@@ -133,3 +133,42 @@ def test_worker_survives_a_failing_batch_and_reports_once():
     assert len(errors) == 1 and 'bad batch' in errors[0]
     assert worker.batch_summary()['errors'] == 3
     assert len(results) >= 2
+
+
+def test_slow_output_work_never_holds_up_the_next_batch():
+    """While the result stage is stuck in one camera's output work (a slow publisher, a big
+    drawing), the inference thread goes on batching; the stage keeps only each camera's newest
+    result, counts the ones it replaced, and hands a camera's results over in capture order."""
+    collector = BatchCollector(['/a', '/b'])
+    release = threading.Event()
+    handled = []
+
+    def handle(camera, input_frame, detections):
+        if not handled:
+            release.wait(10.0)  # the first result blocks the stage
+        handled.append((camera, input_frame.stamp_ns))
+
+    stage = ResultStage(['/a', '/b'], handle).start()
+    detector = ScriptedDetector()
+    worker = InferenceWorker(collector, detector, stage.put, 4).start()
+    try:
+        for stamp in range(30):
+            collector.put('/a', frame(stamp))
+            collector.put('/b', frame(stamp))
+            time.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(detector.batches) < 10:
+            time.sleep(0.01)
+        assert len(detector.batches) >= 10, detector.batches  # batching went on
+        assert len(handled) == 0
+        release.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(handled) < 3:
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+        stage.stop()
+    assert stage.dropped('/a') + stage.dropped('/b') > 0
+    for camera in ('/a', '/b'):
+        stamps = [stamp for cam, stamp in handled if cam == camera]
+        assert stamps == sorted(set(stamps)), stamps  # in order, never twice

