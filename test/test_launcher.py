@@ -208,7 +208,7 @@ def test_invalid_config_starts_nothing(node_launcher, tmp_path):
     assert launcher.wait(timeout_s=60.0) == 2
     output = launcher.output()
     assert f'{config} is not valid, nothing started' in output
-    assert f"{config}: cameras[0] (name 'front'): unknown key 'fsp'" in output
+    assert f"{config}: cameras[0] (name 'front'): fsp: unknown key" in output
     assert f"{config}: cameras[1]: name: 'front' is already the name of cameras[0]" in output
     assert '[launch]' not in output  # no plan printed, no process started
 

@@ -8,11 +8,13 @@ generous deadlines, and the figures live in bench/ipc_bench.py.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zlib
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.skipif(not shm_frames.shm_available(), reason='needs /d
 
 POOL_SIZE = 4
 DEADLINE_S = 60.0
+WRITER_LIFETIME_S = 2 * DEADLINE_S  # a safety net: a writer never outlives a broken test long
 
 
 # -- the writer process ---------------------------------------------------------------------
@@ -46,14 +49,16 @@ def frame_id_for(seq: int, pool_crcs: List[int]) -> str:
 
 def run_writer(mode: str, channel: str, width: int, height: int, count: int,
                slot_count: int) -> None:
-    """Writer process: ``hammer`` writes ``count`` frames (0: until killed) as fast as it can;
-    ``stall`` writes ``count`` frames, then stops half-way through filling the next one."""
+    """Writer process: ``hammer`` writes ``count`` frames (0: until killed, at most
+    WRITER_LIFETIME_S) as fast as it can; ``stall`` writes ``count`` frames, then stops half-way
+    through filling the next one."""
     pool = frame_pool(width, height)
     crcs = [zlib.crc32(image) for image in pool]
     writer = FrameWriter(channel, max_bytes=width * height * 3, slot_count=slot_count)
     print(f'ready {os.getpid()}', flush=True)
     seq = 0
-    while count == 0 or seq < count:
+    end_s = time.monotonic() + WRITER_LIFETIME_S
+    while (count == 0 and time.monotonic() < end_s) or seq < count:
         seq = writer.seq + 1
         writer.write(pool[seq % POOL_SIZE], seq * 1000, frame_id_for(seq, crcs))
     if mode == 'stall':
@@ -76,29 +81,44 @@ def main() -> None:
 class WriterProcess:
     """A writer started as a separate interpreter, as camera_node would be."""
 
+    running: List['WriterProcess'] = []  # what the channel fixture kills after a failed test
+
     def __init__(self, mode: str, channel: str, width: int, height: int, count: int = 0,
                  slot_count: int = 2) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, mode, channel, str(width), str(height), str(count),
              str(slot_count)], stdout=subprocess.PIPE, text=True)
+        WriterProcess.running.append(self)
+        self._lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(line.strip())
+        self._lines.put('<exited>')
+        self.proc.stdout.close()
 
     def expect(self, word: str, timeout_s: float = DEADLINE_S) -> str:
         """The next stdout line, which must start with ``word``."""
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        assert ready, f'writer said nothing within {timeout_s} s (waiting for {word!r})'
-        line = self.proc.stdout.readline().strip()
+        try:
+            line = self._lines.get(timeout=timeout_s)
+        except queue.Empty:
+            raise AssertionError(f'writer said nothing within {timeout_s} s '
+                                 f'(waiting for {word!r})') from None
         assert line.startswith(word), f'writer said {line!r}, expected {word!r}'
         return line
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=DEADLINE_S)
-        self.proc.stdout.close()
+        with contextlib.suppress(ValueError):
+            WriterProcess.running.remove(self)
 
     def finish(self) -> int:
         """Wait for a clean exit; return the exit status."""
         code = self.proc.wait(timeout=DEADLINE_S)
-        self.proc.stdout.close()
+        WriterProcess.running.remove(self)
         return code
 
 
@@ -127,9 +147,12 @@ def leftovers(channel: str) -> List[str]:
 
 @pytest.fixture
 def channel() -> Iterator[str]:
-    """A channel of this test alone; asserts that nothing of it stays in /dev/shm."""
+    """A channel of this test alone; asserts that nothing of it stays in /dev/shm once its
+    writer processes are gone."""
     name = f'test_shm/{uuid.uuid4().hex[:12]}'
     yield name
+    for writer in list(WriterProcess.running):
+        writer.kill()
     left = leftovers(name)
     remove_stale_segments(name)
     assert not left, f'segments left in /dev/shm: {left}'

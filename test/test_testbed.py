@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from multicam_testbed import (SERVER_SCRIPT, RtspServerError, RtspTestServer,
-                                  gstreamer_problem, make_test_clip, system_python)
+                              gstreamer_problem, make_test_clip, system_python)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WARMUP_S = 1.0    # frames OpenCV buffered while probing the stream arrive in a burst: skip them

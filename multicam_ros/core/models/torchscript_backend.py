@@ -40,7 +40,8 @@ import torch
 from multicam_ros.core.models import (check_classes, first_line, names_from_data,
                                       read_labels_file, resolve_class_names, use_half)
 from multicam_ros.core.models.base import Detections, ModelConfig
-from multicam_ros.core.models.preprocess import PAD_VALUE, letterbox_batch, postprocess_dense
+from multicam_ros.core.models.preprocess import PAD_VALUE, Uploader, letterbox_batch, \
+    postprocess_dense
 from multicam_ros.core.settings import ConfigError
 
 _LOG = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class TorchscriptDetector:
 
     def __init__(self, config: ModelConfig, device: str) -> None:
         self.device = device
+        self._uploader = Uploader(device)
         self.half = use_half(config, device)
         self.input_size = config.input_size
         self._config = config
@@ -97,7 +99,7 @@ class TorchscriptDetector:
             return []
         with torch.inference_mode():
             batch, letterboxes = letterbox_batch(images_bgr, self.input_size, self.device,
-                                                 self._dtype)
+                                                 self._dtype, self._uploader)
             output = _first_tensor(self.model(batch))  # ONE forward pass for the whole batch
             if self._transposed:
                 output = output.transpose(1, 2)

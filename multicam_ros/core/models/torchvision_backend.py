@@ -38,8 +38,8 @@ from torchvision.models import detection, get_model_builder, get_model_weights, 
 from multicam_ros.core.models import (check_classes, first_line, names_origin,
                                       resolve_class_names, use_half)
 from multicam_ros.core.models.base import Detections, ModelConfig
-from multicam_ros.core.models.preprocess import (clip_boxes, split_by_image, top_per_image,
-                                                 upload_rgb)
+from multicam_ros.core.models.preprocess import (Uploader, clip_boxes, split_by_image,
+                                                 top_per_image, upload_rgb)
 from multicam_ros.core.settings import ConfigError, by_name, settings_of
 
 _LOG = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class TorchvisionDetector:
                                  'detection model', 'one of ' + ', '.join(
                                      repr(name) for name in supported_names()))
         self.device = device
+        self._uploader = Uploader(device)
         self.half = use_half(config, device)
         self._config = config
         published = get_model_weights(config.name).DEFAULT
@@ -109,7 +110,7 @@ class TorchvisionDetector:
         autocast = (torch.autocast('cuda', dtype=torch.float16) if self.half
                     else contextlib.nullcontext())
         with torch.inference_mode():
-            tensors = upload_rgb(images_bgr, self.device)
+            tensors = upload_rgb(images_bgr, self._uploader)
             with autocast:
                 outputs = self.model(tensors)  # ONE forward pass for the whole batch
             return self._select(outputs, images_bgr)
