@@ -14,7 +14,7 @@ The rclpy image-message figures come from ../shared/ENVIRONMENT.md (same kind of
 Per candidate and frame size (1280x720, 1920x1080 bgr8), a writer process paced at 30 Hz and a
 reader process (polling every 1 ms unless the mechanism blocks) measure: writer CPU per frame,
 reader CPU per frame (one copy into an array the reader owns; also a zero-copy view where the
-mechanism offers one), reader process CPU per frame including idle polling, capture-to-copied
+mechanism offers one), the reader's idle CPU while it waits (% of a core), capture-to-copied
 latency p50/p99, frames delivered, and the bytes the channel takes in /dev/shm. Then robustness
 probes per candidate: a writer SIGKILLed while writing at full speed, torn frames accepted,
 whether the reader learns the writer is gone, what stays in /dev/shm, whether a restarted writer
@@ -39,7 +39,6 @@ import platform
 import queue
 import resource
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -60,7 +59,9 @@ RATE_HZ = 30.0
 POLL_PERIOD_S = 0.001
 POOL_SIZE = 4
 SHM_DIR = '/dev/shm'
+MQUEUE_DIR = '/dev/mqueue'
 IOX_ROOT = '/tmp/iceoryx2'
+OWN_PREFIXES = ('multicam_ros.', 'bench_', 'iox2_')  # what the candidates create
 ROS_REFERENCE = {  # ../shared/ENVIRONMENT.md, rclpy + Fast DDS big-SHM profile, 2-core box
     '1280x720': {'writer_cpu_us': 2600, 'reader_cpu_us': 9800, 'latency_p50_ms': None},
     '1920x1080': {'writer_cpu_us': 4900, 'reader_cpu_us': 20000, 'latency_p50_ms': 21.0},
@@ -75,11 +76,14 @@ def frame_pool(width: int, height: int) -> Tuple[List[np.ndarray], List[int]]:
 
 
 def shm_listing() -> Dict[str, int]:
-    """/dev/shm and iceoryx2's /tmp directory: name -> allocated bytes."""
+    """What the candidates keep in /dev/shm, /dev/mqueue and iceoryx2's /tmp directory:
+    path -> allocated bytes (other programs' files are left out)."""
     found = {}
-    for root in (SHM_DIR, IOX_ROOT):
+    for root in (SHM_DIR, MQUEUE_DIR, IOX_ROOT):
         for dirpath, _, files in os.walk(root):
             for name in files:
+                if root != IOX_ROOT and not name.startswith(OWN_PREFIXES):
+                    continue
                 path = os.path.join(dirpath, name)
                 with contextlib.suppress(OSError):
                     found[path] = os.stat(path).st_blocks * 512
@@ -188,6 +192,7 @@ class StdlibIO:
         self.name = 'bench_std_' + channel.replace('/', '_')
         self.role = role
         self.note = ''
+        self.attach_races = 0  # segments found before their writer had initialised them
         if role == 'writer':
             try:
                 self.shm = shared_memory.SharedMemory(self.name, create=True,
@@ -201,22 +206,32 @@ class StdlibIO:
                                                       size=MiniRing.size_for(slot_bytes))
             self.ring = MiniRing(self.shm.buf, slot_bytes)
         else:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    self.shm = shared_memory.SharedMemory(self.name)
-                    break
-                except FileNotFoundError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
-            self.ring = MiniRing(self.shm.buf)
+            self.ring = None  # attached at the first read once the writer made the segment
+
+    def _attach(self) -> bool:
+        from multiprocessing import shared_memory
+        if self.ring is None:
+            try:
+                self.shm = shared_memory.SharedMemory(self.name)
+            except FileNotFoundError:
+                return False
+            except ValueError:  # 'cannot mmap an empty file': opened before its ftruncate
+                self.attach_races += 1
+                return False
+            ring = MiniRing(self.shm.buf)
+            if ring.slot_bytes == 0:  # attached between create and initialisation
+                self.attach_races += 1
+                ring.release()
+                self.shm.close()
+                return False
+            self.ring = ring
+        return True
 
     def write(self, image: np.ndarray, stamp_ns: int, tag: int) -> None:
         self.ring.write(image, stamp_ns, tag)
 
     def read_into(self, out: np.ndarray) -> Optional[Tuple[int, int]]:
-        return self.ring.read_into(out)
+        return self.ring.read_into(out) if self._attach() else None
 
     def wait(self) -> None:
         time.sleep(POLL_PERIOD_S)
@@ -225,6 +240,8 @@ class StdlibIO:
         return None  # the library has no notion of it
 
     def close(self) -> None:
+        if self.ring is None:
+            return
         self.ring.release()
         self.shm.close()
         if self.role == 'writer':
@@ -241,6 +258,7 @@ class PosixIO:
         self.name = '/bench_pipc_' + channel.replace('/', '_')
         self.role = role
         self.note = ''
+        self.attach_races = 0
         flags = posix_ipc.O_CREX if role == 'writer' else 0
         if role == 'writer':
             try:
@@ -255,20 +273,31 @@ class PosixIO:
                                                 size=MiniRing.size_for(slot_bytes))
             self.mq = posix_ipc.MessageQueue(self.name, posix_ipc.O_CREAT, max_messages=1,
                                              max_message_size=8)
+            self._map(memory, slot_bytes)
         else:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    memory = posix_ipc.SharedMemory(self.name)
-                    self.mq = posix_ipc.MessageQueue(self.name)
-                    break
-                except posix_ipc.ExistentialError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
+            self.ring = None  # attached at the first read once the writer made the segment
+
+    def _map(self, memory: Any, slot_bytes: int) -> None:
         self.map = mmap.mmap(memory.fd, memory.size)
         memory.close_fd()
-        self.ring = MiniRing(self.map, slot_bytes if role == 'writer' else 0)
+        self.ring = MiniRing(self.map, slot_bytes)
+
+    def _attach(self) -> bool:
+        if self.ring is None:
+            try:
+                memory = self.ipc.SharedMemory(self.name)
+                self.mq = self.ipc.MessageQueue(self.name)
+            except self.ipc.ExistentialError:
+                return False
+            self._map(memory, 0)
+            if self.ring.slot_bytes == 0:  # attached between create and initialisation
+                self.attach_races += 1
+                self.ring.release()
+                self.map.close()
+                self.mq.close()
+                self.ring = None
+                return False
+        return True
 
     def write(self, image: np.ndarray, stamp_ns: int, tag: int) -> None:
         self.ring.write(image, stamp_ns, tag)
@@ -276,9 +305,12 @@ class PosixIO:
             self.mq.send(b'', timeout=0)  # full: the reader has an unread notice already
 
     def read_into(self, out: np.ndarray) -> Optional[Tuple[int, int]]:
-        return self.ring.read_into(out)
+        return self.ring.read_into(out) if self._attach() else None
 
     def wait(self) -> None:
+        if self.ring is None:
+            time.sleep(POLL_PERIOD_S)
+            return
         with contextlib.suppress(self.ipc.BusyError):
             self.mq.receive(timeout=0.1)
 
@@ -286,6 +318,8 @@ class PosixIO:
         return None
 
     def close(self) -> None:
+        if self.ring is None:
+            return
         self.ring.release()
         self.map.close()
         self.mq.close()
@@ -377,7 +411,7 @@ class IoxIO:
         states = self.iox2.Node.list(self.iox2.ServiceType.Ipc,
                                      self.iox2.config.global_config())
         dead = sum(type(state).__name__ == 'Dead' for state in states)
-        publishers = self.service.dynamic_config().number_of_publishers
+        publishers = self.service.dynamic_config.number_of_publishers
         return publishers > 0 and dead == 0
 
     def close(self) -> None:
@@ -385,7 +419,7 @@ class IoxIO:
             if hasattr(self, name):
                 getattr(self, name).delete()
         self.service = None
-        self.node.delete()
+        self.node = None
 
 
 IO_CLASSES = {'shm_frames': ShmFramesIO, 'stdlib_shm': StdlibIO, 'posix_ipc': PosixIO,
@@ -458,6 +492,8 @@ def reader_main(args: argparse.Namespace) -> None:
         'frames': len(cpu_ns),
         'cpu_us_median': float(np.median(cpu_ns)) / 1e3 if cpu_ns else None,
         'proc_cpu_us_per_frame': proc_s * 1e6 / max(1, len(cpu_ns)),
+        'idle_cpu_percent': 100 * (proc_s - sum(cpu_ns) / 1e9) / args.seconds,
+        'attach_races': getattr(io, 'attach_races', 0),
         'latency_ms_p50': float(np.percentile(latency_ms, 50)) if latency_ms else None,
         'latency_ms_p99': float(np.percentile(latency_ms, 99)) if latency_ms else None,
     }), flush=True)
@@ -514,19 +550,23 @@ def measure(mech: str, width: int, height: int, seconds: float, view: bool) -> D
             'writer_proc_cpu_us_per_frame': wrote['proc_cpu_us_per_frame'],
             'reader_cpu_us_per_frame': got['cpu_us_median'],
             'reader_proc_cpu_us_per_frame': got['proc_cpu_us_per_frame'],
+            'reader_idle_cpu_percent_of_core': got['idle_cpu_percent'],
+            'reader_attach_races': got['attach_races'],
             'latency_ms_p50': got['latency_ms_p50'], 'latency_ms_p99': got['latency_ms_p99'],
             'shm_bytes_per_channel': wrote['shm_bytes']}
 
 
 def in_memory_copy_us(width: int, height: int) -> float:
-    src = np.random.default_rng(0).integers(0, 256, width * height * 3, np.uint8)
-    dst = np.empty_like(src)
+    """The floor: one copy of a frame within a process, rotating over POOL_SIZE sources and 3
+    targets as the candidates do (so, like them, mostly not from the CPU caches)."""
+    pool, _ = frame_pool(width, height)
+    targets = [np.empty_like(pool[0]) for _ in range(3)]
     times = []
-    for _ in range(30):
-        t0 = time.perf_counter_ns()
-        np.copyto(dst, src)
-        times.append(time.perf_counter_ns() - t0)
-    return float(np.median(times)) / 1e3
+    for i in range(60):
+        t0 = time.thread_time_ns()
+        np.copyto(targets[i % 3], pool[i % POOL_SIZE])
+        times.append(time.thread_time_ns() - t0)
+    return float(np.median(times[6:])) / 1e3
 
 
 # -- robustness probes ----------------------------------------------------------------------
@@ -538,9 +578,10 @@ def new_entries(before: Dict[str, int]) -> Dict[str, int]:
 def probe(mech: str) -> Dict[str, Any]:
     """SIGKILL a full-speed VGA writer, then start a 720p writer; one reader object throughout
     (in this process) checks every frame's CRC."""
-    before = shm_listing()
     channel = f'ipcp_{uuid.uuid4().hex[:8]}'
     out: Dict[str, Any] = {'mechanism': mech}
+    reader = IO_CLASSES[mech](channel, 'reader', 0)  # first, so its own files are not counted
+    before = shm_listing()
     _, crcs_vga = frame_pool(640, 480)
     _, crcs_hd = frame_pool(1280, 720)
     good = set(crcs_vga) | set(crcs_hd)
@@ -568,19 +609,19 @@ def probe(mech: str) -> Dict[str, Any]:
 
     common = ['--mech', mech, '--channel', channel, '--rate', '0']
     first = Child('--role', 'writer', *common, '--width', '640', '--height', '480')
-    reader = None
     try:
         first.message()
-        reader = IO_CLASSES[mech](channel, 'reader', 0)
         out['frames_before_kill'] = read_some(reader, 0.5)
         first.kill()
+        out['left_right_after_sigkill'] = {os.path.basename(k): v
+                                           for k, v in new_entries(before).items()}
         out['frames_after_kill'] = read_some(reader, 0.5)
         out['reader_sees_writer_gone'] = reader.writer_alive() is False
         if reader.writer_alive() is None:
             out['reader_sees_writer_gone'] = 'no notion of a writer in the library'
         time.sleep(0.5)  # e.g. a resource tracker acting on the death
         left = new_entries(before)
-        out['left_after_sigkill'] = {os.path.basename(k): v for k, v in left.items()}
+        out['left_after_reader_noticed'] = {os.path.basename(k): v for k, v in left.items()}
         second = Child('--role', 'writer', *common, '--width', '1280', '--height', '720')
         try:
             started = second.message()
@@ -597,8 +638,7 @@ def probe(mech: str) -> Dict[str, Any]:
         out['torn_frames_accepted'] = torn['count']
     finally:
         first.kill()
-        if reader is not None:
-            reader.close()
+        reader.close()
     time.sleep(0.3)
     out['left_after_sigterm_of_restarted_writer'] = {
         os.path.basename(k): v for k, v in new_entries(before).items()}
@@ -615,7 +655,7 @@ def cleanup_probe_leftovers(mech: str, channel: str, before: Dict[str, int]) -> 
         import iceoryx2 as iox2
         node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
         node.try_cleanup_dead_nodes()
-        node.delete()
+        del node
     for path in new_entries(before):
         if os.path.basename(path).startswith(('bench_', 'mq')):
             with contextlib.suppress(OSError):
@@ -697,7 +737,7 @@ def poll_cost(channels: int = 64, passes: int = 2000) -> Dict[str, Any]:
     for sub in subs:
         sub.delete()
     services.clear()
-    node.delete()
+    del node
     return result
 
 
@@ -724,19 +764,29 @@ def plot(results: Dict[str, Any], path: Path) -> None:
                 match = [r for r in rows if r['mechanism'] == mech and r['reader_mode'] == mode
                          and r['size'] == size]
                 values.append(match[0][key] or 0 if match else 0)
-            ax.bar(x + (k - 0.5) * 0.38, values, 0.38, label=size)
+            bars = ax.bar(x + (k - 0.5) * 0.38, values, 0.38, label=size)
+            if 'cpu' in key:
+                ax.axhline(results['in_memory_copy_us'][size], color=bars[0].get_facecolor(),
+                           linestyle='--', linewidth=1,
+                           label=f'{size} in-memory copy (one process)')
         ax.set_xticks(x, labels, fontsize=7)
         ax.set_title(title)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Newest-frame IPC at {RATE_HZ:.0f} Hz, one run ({results['host']})",
-                 fontsize=10)
+    ros = results['rclpy_reference_environment_md']
+    fig.suptitle(f"Newest-frame IPC at {RATE_HZ:.0f} Hz, one run ({results['host']}). "
+                 f"For scale, rclpy Image (ENVIRONMENT.md): publish "
+                 f"{ros['1280x720']['writer_cpu_us'] / 1e3:.1f} / "
+                 f"{ros['1920x1080']['writer_cpu_us'] / 1e3:.1f} ms, receive "
+                 f"{ros['1280x720']['reader_cpu_us'] / 1e3:.1f} / "
+                 f"{ros['1920x1080']['reader_cpu_us'] / 1e3:.0f} ms CPU per 720p / 1080p frame",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def print_table(results: Dict[str, Any]) -> None:
-    print('| mechanism | reader | size | writer CPU/frame | reader CPU/frame | reader proc '
-          'CPU/frame | p50 | p99 | read/written | /dev/shm per channel |')
+    print('| mechanism | reader | size | writer CPU/frame | reader CPU/frame | reader idle '
+          'CPU | p50 | p99 | read/written | /dev/shm per channel |')
     print('|---|---|---|---:|---:|---:|---:|---:|---:|---:|')
     for r in results['runs']:
         if 'error' in r:
@@ -745,7 +795,7 @@ def print_table(results: Dict[str, Any]) -> None:
             continue
         print(f"| {r['mechanism']} | {r['reader_mode']} | {r['size']} | "
               f"{r['writer_cpu_us_per_frame']:.0f} µs | {r['reader_cpu_us_per_frame']:.0f} µs | "
-              f"{r['reader_proc_cpu_us_per_frame']:.0f} µs | {r['latency_ms_p50']:.2f} ms | "
+              f"{r['reader_idle_cpu_percent_of_core']:.1f} % | {r['latency_ms_p50']:.2f} ms | "
               f"{r['latency_ms_p99']:.2f} ms | {r['frames_read']}/{r['frames_written']} | "
               f"{r['shm_bytes_per_channel'] / 2**20:.1f} MiB |")
 
@@ -775,7 +825,7 @@ def bench_main(args: argparse.Namespace) -> None:
         'seconds_per_run': seconds, 'rate_hz': RATE_HZ, 'poll_period_s': POLL_PERIOD_S,
         'in_memory_copy_us': {f'{w}x{h}': in_memory_copy_us(w, h) for w, h in SIZES},
         'rclpy_reference_environment_md': ROS_REFERENCE, 'runs': [], 'probes': []}
-    for mech in MECHANISMS:
+    for mech in args.only:
         skip = available(mech)
         for width, height in SIZES:
             for view in (False, True) if mech in VIEW_MECHANISMS else (False,):
@@ -789,7 +839,7 @@ def bench_main(args: argparse.Namespace) -> None:
                 except Exception as exc:  # noqa: BLE001 - report and go on
                     results['runs'].append({'mechanism': mech, 'size': f'{width}x{height}',
                                             'reader_mode': 'copy', 'error': repr(exc)})
-    for mech in MECHANISMS:
+    for mech in args.only:
         if available(mech):
             continue
         print(f'probe {mech}', flush=True)
@@ -814,6 +864,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='2 s runs, fewer poll passes')
     parser.add_argument('--seconds', type=float, default=0.0, help='seconds per run')
+    parser.add_argument('--only', nargs='+', choices=MECHANISMS, default=list(MECHANISMS),
+                        help='measure these mechanisms only')
     parser.add_argument('--role', choices=('writer', 'reader'), help=argparse.SUPPRESS)
     parser.add_argument('--mech', choices=MECHANISMS, help=argparse.SUPPRESS)
     parser.add_argument('--channel', help=argparse.SUPPRESS)

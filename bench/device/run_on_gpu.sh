@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The GPU machine's half of the kit (bench/device/make_kit.sh makes the other half here).
+# One device command does everything: install the carried ROS wheels into the machine's python3
+# venv, build vision_msgs there, check rclpy + vision_msgs, then run the end-to-end sweep
+# (bench/e2e_bench.py) with the arguments given, writing into $OUT:
+#   e2e_<sweep>.json / .md / .png   results (written after every point)
+#   e2e_run.log, e2e_setup.log      logs
+#
+# Device command (carry [".whl", ".clips/720p"]):
+#   bash bench/device/run_on_gpu.sh --sweep gpu --n 1,2,4,8 --seconds 12 --warmup 5
+#   bash bench/device/run_on_gpu.sh --setup-only       # the kit alone (about 1 minute)
+#
+# Set-up is skipped when the same wheels are installed already (a machine still warm from the
+# previous call). Unless --deadline-s is given, the sweep gets one that ends it
+# E2E_CALL_LIMIT_S (default 570) seconds after this script started, so that the results are
+# written before the device tool's 600 s limit; skipped points are listed in the results.
+# Results of the previous call on the same (warm) machine are merged from /tmp/e2e_keep.
+# Environment: PYTHON (default python3), WHL_DIR (default .whl), OUT (default bench/results).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+SECONDS=0
+PY=${PYTHON:-python3}
+WHL=${WHL_DIR:-.whl}
+OUTDIR=${OUT:-$PWD/bench/results}
+CALL_LIMIT_S=${E2E_CALL_LIMIT_S:-570}
+mkdir -p "$OUTDIR"
+LOG=$OUTDIR/e2e_setup.log
+: > "$LOG"
+step() { echo "==> run_on_gpu [${SECONDS}s]: $*"; }
+fail() {
+  echo "!! run_on_gpu: $*" >&2
+  echo "!! last lines of $LOG:" >&2
+  tail -n 40 "$LOG" >&2
+  exit 1
+}
+SETUP_ONLY=0
+if [[ ${1:-} == --setup-only ]]; then SETUP_ONLY=1; shift; fi
+
+step "python: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+compgen -G "$WHL/*.whl" >/dev/null \
+  || fail "no wheels in $WHL: run bench/device/make_kit.sh on the dev machine and carry .whl"
+# build_vision_msgs.py installs into a venv prefix: use python3's venv, else make one on top.
+if ! "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+  step "$PY is not a venv: making /tmp/e2e-venv (with the system's packages)"
+  "$PY" -m venv --system-site-packages /tmp/e2e-venv >>"$LOG" 2>&1 || fail "venv failed"
+  PY=/tmp/e2e-venv/bin/python
+fi
+PREFIX=$("$PY" -c 'import sys; print(sys.prefix)')
+want=$(cat "$WHL/KIT_LIST.txt" 2>/dev/null | sha256sum | cut -c1-16)
+stamp=$PREFIX/.multicam_e2e_kit
+if [[ -f $stamp && $(cat "$stamp") == "$want" ]] && "$PY" -c 'import rclpy' 2>/dev/null; then
+  step "ROS wheels already installed in $PREFIX"
+else
+  step "installing $(ls "$WHL"/*.whl | wc -l) wheels into $PREFIX"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
+    "$WHL"/*.whl >>"$LOG" 2>&1 || fail "pip install of the wheels failed"
+  echo "$want" > "$stamp"
+fi
+export AMENT_PREFIX_PATH=$PREFIX CMAKE_PREFIX_PATH=$PREFIX
+export PATH=$PREFIX/bin:$PATH
+step "vision_msgs (tools/build_vision_msgs.py)"
+"$PY" tools/build_vision_msgs.py >>"$LOG" 2>&1 || fail "building vision_msgs failed"
+tail -n 1 "$LOG"
+step "checking rclpy and the messages"
+"$PY" - <<'EOF' 2>&1 | tee -a "$LOG" || fail "rclpy / vision_msgs do not work"
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401
+from sensor_msgs.msg import Image  # noqa: F401
+from vision_msgs.msg import Detection2DArray
+rclpy.init()
+node = rclpy.create_node('kit_check')
+node.create_publisher(Detection2DArray, 'kit_check', 1)
+node.destroy_node()
+rclpy.shutdown()
+print('rclpy + vision_msgs OK')
+EOF
+"$PY" -c 'import torch, torchvision, cv2
+print("torch", torch.__version__, "torchvision", torchvision.__version__, "opencv",
+      cv2.__version__, "cuda", torch.cuda.is_available())' 2>&1 | tee -a "$LOG"
+command -v nvidia-smi >/dev/null && nvidia-smi -L
+step "set-up done"
+((SETUP_ONLY)) && exit 0
+
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+args=("$@")
+[[ " $* " == *" --deadline-s "* ]] || args+=(--deadline-s $((CALL_LIMIT_S - SECONDS)))
+step "bench/e2e_bench.py ${args[*]}"
+"$PY" bench/e2e_bench.py --results-dir "$OUTDIR" --keep-dir /tmp/e2e_keep "${args[@]}" 2>&1 \
+  | tee "$OUTDIR/e2e_run.log"
+code=${PIPESTATUS[0]}
+step "finished with exit code $code"
+exit "$code"
