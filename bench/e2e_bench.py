@@ -77,6 +77,7 @@ MIB = 2 ** 20
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 PAGE_BYTES = os.sysconf('SC_PAGE_SIZE')
 POOL_THREADS = 8
+UP_GRACE_S = 8.0  # system a: wait this long after every node reports for all cameras' results
 
 SYSTEMS: Dict[str, str] = {
     'a_sub': 'a) package, subscriptions',
@@ -409,7 +410,7 @@ def role_probe(config: Dict[str, Any]) -> None:
     camera_reports: Dict[str, List[Tuple[float, Dict[str, str]]]] = {c: [] for c in cameras}
     served_reports: Dict[str, List[Tuple[float, Dict[str, str]]]] = {c: [] for c in cameras}
     model_reports: List[Tuple[float, Dict[str, str]]] = []
-    window = {'open': False}
+    window = {'open': False, 'up': False}
 
     def on_detections(index: int, data: bytes) -> None:
         now_ns = time.time_ns()
@@ -441,6 +442,10 @@ def role_probe(config: Dict[str, Any]) -> None:
                     for history in reports.values():
                         if len(history) > 4 and not window['open']:
                             del history[:-2]  # before the window only the newest matter
+                up = bool(model_reports) and all(camera_reports.values()) and any(seen)
+                if up and not window['up']:
+                    window['up'] = True
+                    emit('UP', sum(seen))  # every node reports, results are flowing
 
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     for index, camera in enumerate(cameras):
@@ -568,6 +573,7 @@ class Child:
                                      preexec_fn=_child_setup, cwd=str(REPO))
         self.ready: Optional[Dict[str, Any]] = None
         self.seen = 0
+        self.up_s: Optional[float] = None  # when the probe saw every node up
         self.result: Optional[Dict[str, Any]] = None
         self.error: Optional[str] = None
         self.tail: Deque[str] = collections.deque(maxlen=40)
@@ -590,6 +596,8 @@ class Child:
                         self.ready = value if isinstance(value, dict) else {}
                     elif kind == 'SEEN':
                         self.seen = int(value)
+                    elif kind == 'UP':
+                        self.up_s = time.monotonic()
                     elif kind == 'RESULT':
                         self.result = value
                     elif kind == 'ERROR':
@@ -660,8 +668,9 @@ class Child:
         return list(self.tail)[-count:]
 
 
-def marked_pids(token: Optional[str] = None) -> List[int]:
-    """Processes carrying this bench's marker variable (any run, or only run `token`)."""
+def marked_pids(token: Optional[str] = None, orphans: bool = False) -> List[int]:
+    """Processes carrying this bench's marker variable: of run `token`, or with `orphans`
+    those of runs whose bench process is gone (the token starts with its pid)."""
     found = []
     needle = f'{MARKER_ENV}='.encode()
     for entry in os.listdir('/proc'):
@@ -672,17 +681,33 @@ def marked_pids(token: Optional[str] = None) -> List[int]:
         except OSError:
             continue
         for item in environ.split(b'\0'):
-            if item.startswith(needle) and (token is None or item[len(needle):] ==
-                                            token.encode()):
+            if not item.startswith(needle):
+                continue
+            value = item[len(needle):].decode(errors='replace')
+            if token is not None and value == token:
                 found.append(int(entry))
-                break
+            elif orphans and not _bench_alive(value):
+                found.append(int(entry))
+            break
     return found
 
 
-def kill_marked(token: Optional[str] = None, why: str = '') -> int:
-    """SIGKILL every process carrying the marker (of `token`, or of any run); returns how
-    many. These are processes this bench started (nodes outlive a killed launcher)."""
-    pids = marked_pids(token)
+def _bench_alive(token: str) -> bool:
+    """Whether the bench process that made `token` (`<pid>-<time>`) still runs."""
+    pid_text = token.partition('-')[0]
+    if not pid_text.isdigit():
+        return False
+    try:
+        command = Path(f'/proc/{pid_text}/cmdline').read_bytes()
+    except OSError:
+        return False
+    return b'e2e_bench' in command
+
+
+def kill_marked(token: Optional[str] = None, why: str = '', orphans: bool = False) -> int:
+    """SIGKILL the processes `marked_pids` finds; returns how many. These are processes this
+    bench started (nodes outlive a launcher that was killed)."""
+    pids = marked_pids(token, orphans)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -890,6 +915,7 @@ class Plan:
     token: str
     notes: List[str] = field(default_factory=list)
     domain_counter: int = 0
+    clip_fps: float = 30.0
 
     def clip(self, camera: int) -> str:
         return self.clips[camera % len(self.clips)]
@@ -953,7 +979,8 @@ class Running:
 
     system_procs: List[Child]
     measure_procs: List[Child]
-    ready: Callable[[], int]  # cameras ready so far
+    ready: Callable[[], int]  # cameras with results so far
+    ready_all: Callable[[], bool]  # whether to start the warm-up
     extra: List[Child] = field(default_factory=list)  # e.g. the probe
 
     def all_children(self) -> List[Child]:
@@ -971,19 +998,26 @@ def start_system(plan: Plan, system: str, count: int, directory: Path,
         launcher = Child([sys.executable, '-m', 'multicam_ros.cli', 'launch', str(config),
                           '--status-period', '0', '--stop-timeout', '5'], env,
                          directory / 'launch.log', 'launch')
-        return Running([launcher], [probe], lambda: probe.seen, extra=[probe])
+        # Every camera has results, or every node reports and results flow: a detector that
+        # cannot serve every camera (the collapse this bench shows) must not stall the run.
+        return Running([launcher], [probe], lambda: probe.seen,
+                       lambda: probe.seen >= count or (
+                           probe.up_s is not None and time.monotonic() - probe.up_s > UP_GRACE_S),
+                       extra=[probe])
     model = {**plan.model}
     if system == 'b_pool':
         clips = [plan.clip(index) for index in range(count)]
         proc = Child(role_command('pool', {'clips': clips, 'model': model,
                                            'threads': POOL_THREADS}),
                      env, directory / 'pool.log', 'pool')
-        return Running([proc], [proc], lambda: count if proc.ready is not None else 0)
+        return Running([proc], [proc], lambda: count if proc.ready is not None else 0,
+                       lambda: proc.ready is not None)
     procs = [Child(role_command('single', {'clip': plan.clip(index), 'model': model,
                                            'camera': index}),
                    env, directory / f'single{index}.log', f'single{index}')
              for index in range(count)]
-    return Running(procs, procs, lambda: sum(p.ready is not None for p in procs))
+    return Running(procs, procs, lambda: sum(p.ready is not None for p in procs),
+                   lambda: all(p.ready is not None for p in procs))
 
 
 def stop_system(running: Running, plan: Plan) -> None:
@@ -1021,6 +1055,9 @@ def summarise(system: str, count: int, results: List[Dict[str, Any]],
         processed_fps += [n / window_s for n in result['processed']]
         offered_fps += [None if n is None else n / window_s for n in result['offered']]
         latencies += result['latencies_ms']
+    missing = count - len(processed_fps)  # system c: processes that died or did not answer
+    processed_fps += [0.0] * max(0, missing)
+    offered_fps += [plan.clip_fps] * max(0, missing)
     point: Dict[str, Any] = {
         'window_s': round(sum(r['window_s'] for r in results) / len(results), 2),
         'processed_fps_total': round(sum(processed_fps), 1),
@@ -1058,15 +1095,13 @@ def measure_point(plan: Plan, system: str, count: int) -> Dict[str, Any]:
         ready_s = wait_ready(running, count, plan.ready_timeout_s or 60.0 + count, system)
         point['ready_cameras'] = running.ready()
         point['ready_s'] = round(ready_s, 1)
-        dead = [c for c in running.all_children() if not c.alive]
-        if dead or point['ready_cameras'] == 0:
-            raise RuntimeError(_failure_text(running, dead))
+        if point['ready_cameras'] == 0:
+            raise RuntimeError(_failure_text(running, running.all_children()))
+        check_alive(running, system, point)
         deadline_s = time.monotonic() + plan.warmup_s
         while time.monotonic() < deadline_s:
             time.sleep(0.2)
-            dead = [c for c in running.all_children() if not c.alive]
-            if dead:
-                raise RuntimeError(_failure_text(running, dead))
+            check_alive(running, system, point)
         sampler.begin([c.pid for c in running.system_procs])
         for child in running.measure_procs:
             child.send('start')
@@ -1091,12 +1126,27 @@ def measure_point(plan: Plan, system: str, count: int) -> Dict[str, Any]:
     return point
 
 
+def check_alive(running: Running, system: str, point: Dict[str, Any]) -> None:
+    """RuntimeError when a process of the run died. System c goes on without its dead
+    processes (their cameras count as processing nothing) unless all died."""
+    dead = [c for c in running.all_children() if not c.alive]
+    if not dead:
+        return
+    if system == 'c_each' and len(dead) < len(running.system_procs):
+        if point.get('dead_processes') != len(dead):
+            point['dead_processes'] = len(dead)
+            point['dead_log'] = _failure_text(running, dead[:1])[:1500]
+            say(f'N={point["n"]} {system}: {len(dead)} process(es) died; measuring the rest')
+        return
+    raise RuntimeError(_failure_text(running, dead))
+
+
 def wait_ready(running: Running, count: int, timeout_s: float, system: str) -> float:
     """Seconds until every camera is ready (results flowing), or the timeout."""
     started_s = time.monotonic()
     next_note_s = started_s + 15.0
     while time.monotonic() - started_s < timeout_s:
-        if running.ready() >= count:
+        if running.ready_all():
             break
         if any(not c.alive for c in running.all_children()):
             break
@@ -1332,8 +1382,8 @@ def markdown(results: Dict[str, Any]) -> str:
             f'{_fmt(point.get("latency_p50_ms"))} | {_fmt(point.get("latency_p99_ms"))} | '
             f'{_fmt(point.get("cpu_cores"), 2)} | {_fmt(point.get("rss_mb"))} | '
             f'{_fmt(point.get("pss_mb"))} | {_fmt(point.get("gpu_mem_mb"))} | '
-            f'{_fmt(ceiling, 0)} ({batch}) |')
-    lines += ['', *ratio_lines(results)]
+            f'{_fmt(ceiling, 0 if (ceiling or 0) >= 100 else 1)} ({batch}) |')
+    lines += ['', *ratio_lines(results), *detector_lines(results)]
     notes = results.get('notes') or []
     if notes:
         lines += ['', 'Notes:'] + [f'- {note}' for note in notes]
@@ -1345,6 +1395,30 @@ def markdown(results: Dict[str, Any]) -> str:
               'forward pass on frames already on the device (infer on host frames where the '
               'back-end has no plain forward).', '']
     return '\n'.join(lines)
+
+
+def detector_lines(results: Dict[str, Any]) -> List[str]:
+    """System a as its own detector reports it on /diagnostics (last report of the window)."""
+    rows = []
+    for point in results.get('points', []):
+        diagnostics = point.get('diagnostics') or {}
+        model = diagnostics.get('detector_model') or {}
+        if not point.get('ok') or not diagnostics:
+            continue
+        paths = ', '.join(f'{k} x{v}' for k, v in (diagnostics.get('frame_paths') or {}).items())
+        rows.append(
+            f'| {point["n"]} | {point["label"]} | '
+            f'{_fmt(diagnostics.get("detector_processed_fps"), 1)} | '
+            f'{_fmt(diagnostics.get("detector_dropped_fps"), 1)} | '
+            f'{model.get("batch_size_mean", "—")} | {model.get("inference_p50_ms", "—")} | '
+            f'{model.get("inference_p95_ms", "—")} | {model.get("cuda_reserved_mb", "—")} | '
+            f'{paths or "—"} |')
+    if not rows:
+        return []
+    return ['', 'System a as its detector reports it (/diagnostics, last report in the window):',
+            '', '| N | system | processed fps | dropped fps (slot overwritten) | mean batch | '
+            'inference p50 ms | inference p95 ms | CUDA reserved MB | frame path |',
+            '|---:|---|---:|---:|---:|---:|---:|---:|---|', *rows]
 
 
 def ratio_lines(results: Dict[str, Any]) -> List[str]:
@@ -1383,7 +1457,7 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     gpu = any(p.get('gpu_mem_mb') is not None for p in points)
     figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     panels = [
-        (axes[0][0], 'processed_fps_total', 'frames processed / s (all cameras)', False),
+        (axes[0][0], 'processed_fps_total', 'frames processed / s (all cameras)', True),
         (axes[0][1], 'latency_p99_ms', 'latency p99, capture to result (ms)', True),
         (axes[1][0], 'gpu_mem_mb' if gpu else 'pss_mb',
          'GPU memory of the system (MiB)' if gpu else 'host memory, PSS (MiB; no GPU)', False),
@@ -1418,7 +1492,9 @@ def plot(results: Dict[str, Any], path: Path) -> None:
         axis.set_xscale('log', base=2)
         axis.set_xticks(counts or [1])
         axis.set_xticklabels([str(n) for n in counts] or ['1'])
-        if log:
+        if log and key == 'processed_fps_total':
+            axis.set_yscale('symlog', linthresh=1.0)  # keeps a collapse to 0 fps visible
+        elif log:
             axis.set_yscale('log')
         axis.grid(True, alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
@@ -1552,10 +1628,11 @@ def clip_facts(clip: str) -> Tuple[str, float]:
 def run(args: argparse.Namespace) -> int:
     """Run the sweep of `args`; results are written after every point."""
     token = f'{os.getpid()}-{int(time.time())}'
-    kill_marked(None, 'at start (an earlier run was killed)')
+    kill_marked(None, 'at start (left by a bench run that was killed)', orphans=True)
     workdir = Path(tempfile.mkdtemp(prefix='multicam-e2e-'))
     plan = make_plan(args, token, workdir)
     size, clip_fps = clip_facts(plan.clip(0))
+    plan.clip_fps = clip_fps or 30.0
     started_s = time.monotonic()
     previous: List[Path] = []
     json_path = plan.results_dir / f'e2e_{plan.sweep.name}.json'

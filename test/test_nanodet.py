@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from multicam_ros.core.cache import FETCH_COMMAND
-from multicam_ros.core.models import nanodet
+from multicam_ros.core.models import ModelConfig, load_detector, nanodet
+from multicam_ros.core.settings import ConfigError
 from multicam_ros.core.models.tfjs_graph import TfjsGraph, convert_graph
 from multicam_ros.system import model_store
 
@@ -193,8 +194,8 @@ def test_batch_of_n_equals_n_single_runs(model, frames):
 def test_persons_found_on_real_frames(model_file, frames):
     """One batch of four real frames through the detector's own path (stretch on the device,
     decode, threshold, class-wise NMS, source pixels): exactly the hand-checked persons."""
-    detector = nanodet.NanoDetDetector(model_file, 'cpu', classes=['person'],
-                                       confidence_threshold=0.2)
+    detector = nanodet_backend(path=str(model_file), classes=('person',),
+                               confidence_threshold=0.2)
     results = detector.infer([frames[index] for index in sorted(PERSONS)])
     threshold = nanodet.DEFAULT_CONFIDENCE
     for index, result in zip(sorted(PERSONS), results):
@@ -215,7 +216,7 @@ def test_persons_found_on_real_frames(model_file, frames):
 
 
 def test_default_detector_and_class_names(model_file, frames):
-    detector = nanodet.NanoDetDetector()  # the default place in the cache
+    detector = nanodet_backend()  # model.path empty: the default place in the cache
     assert detector.class_names == list(nanodet.COCO_CLASSES)
     assert len(detector.class_names) == 80 and detector.class_names[0] == 'person'
     assert detector.memory_bytes() > 10_000_000
@@ -230,8 +231,9 @@ def test_default_detector_and_class_names(model_file, frames):
 def test_a_tiny_threshold_stays_bounded(model_file, frames):
     """Threshold 0: every (anchor, class) pair is a candidate; NMS gets the best 1000 per
     image, and the best detections stay the same."""
-    low = nanodet.NanoDetDetector(model_file, confidence_threshold=0.0, max_detections=300)
-    default = nanodet.NanoDetDetector(model_file)
+    low = nanodet_backend(path=str(model_file), confidence_threshold=0.0, max_detections=300,
+                          iou_threshold=0.6)
+    default = nanodet_backend(path=str(model_file), iou_threshold=0.6)
     everything, = low.infer([frames[0]])
     usual, = default.infer([frames[0]])
     assert len(everything) == 300
@@ -274,8 +276,9 @@ def test_converter_names_an_unsupported_op():
 
 
 def test_missing_model_names_the_fetch_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match=FETCH_COMMAND):
-        nanodet.NanoDetDetector(tmp_path / 'nanodet-g.torchscript')
+    with pytest.raises(ConfigError,
+                       match=f'^model.path: .*is missing; accepted: .*{FETCH_COMMAND}'):
+        nanodet_backend(path=str(tmp_path / 'nanodet-g.torchscript'))
 
 
 def test_hash_mismatch_names_the_file_and_both_hashes(tmp_path):
@@ -325,3 +328,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def nanodet_backend(**settings):
+    """NanoDet-g as the detector loads it: model.backend nanodet through load_detector."""
+    return load_detector(ModelConfig(backend='nanodet', device='cpu', **settings))

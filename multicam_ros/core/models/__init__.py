@@ -39,6 +39,9 @@ def load_detector(config: ModelConfig) -> Detector:
     if config.backend == 'torchscript':
         from multicam_ros.core.models.torchscript_backend import TorchscriptDetector
         return TorchscriptDetector(config, device)
+    if config.backend == 'nanodet':
+        from multicam_ros.core.models.nanodet import NanoDetDetector
+        return NanoDetDetector(config, device)
     from multicam_ros.core.models.ultralytics_backend import UltralyticsDetector
     return UltralyticsDetector(config, device)
 

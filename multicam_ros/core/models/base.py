@@ -11,7 +11,7 @@ import numpy as np
 from multicam_ros.core.settings import check_fields, setting
 
 
-BACKENDS = ('torchvision', 'torchscript', 'ultralytics')
+BACKENDS = ('nanodet', 'torchvision', 'torchscript', 'ultralytics')
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,9 @@ class ModelConfig:
         'DEFAULT', 'torchvision weights: a local state-dict file, DEFAULT (published COCO '
         'weights, downloaded by torchvision where a network exists) or none (random '
         'initialisation: tests and benchmarks only).', name='model.weights')
-    path: str = setting('', 'Model file for the torchscript and ultralytics back-ends.',
-                        name='model.path')
+    path: str = setting('', 'Model file for the torchscript and ultralytics back-ends; for '
+                        'nanodet the converted model (empty: where `multicam-ros models '
+                        'fetch` puts it).', name='model.path')
     class_names: Tuple[str, ...] = setting(
         [], "Class names by class id; overrides the model's own.", name='model.class_names')
     labels_file: str = setting('', 'File of class names, one per line (or a YAML/JSON list).',

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from multicam_ros.core.models.base import Detections
+from multicam_ros.core.models.base import Detections, ModelConfig
+from multicam_ros.core.models.preprocess import Uploader, check_frames
 from multicam_ros.core.models.tfjs_graph import convert_graph, read_tfjs_graph
+from multicam_ros.core.settings import ConfigError
 
 INPUT_SIZE = 416
 MEAN_BGR = (103.53, 116.28, 123.675)
@@ -179,30 +181,25 @@ def load(path: Union[str, Path], device: str = 'cpu') -> torch.jit.ScriptModule:
 # Pre- and post-processing, batched on the model's device
 
 def stretch_batch(images_bgr: Sequence[np.ndarray], device: str,
-                  dtype: torch.dtype = torch.float32,
-                  size: int = INPUT_SIZE) -> torch.Tensor:
+                  dtype: torch.dtype = torch.float32, size: int = INPUT_SIZE,
+                  uploader: Optional[Uploader] = None) -> torch.Tensor:
     """H x W x 3 uint8 BGR frames (any sizes) -> N x 3 x size x size normalised BGR input.
 
     Each frame is stretched (bilinear, align_corners=False, no anti-aliasing: what
-    cv2.resize INTER_LINEAR does) and normalised with MEAN_BGR / STD_BGR; frames of one size
-    travel to the device as one copy and are resized there together.
+    cv2.resize INTER_LINEAR does) and normalised with MEAN_BGR / STD_BGR on the device; frames
+    of one size go up together (preprocess.Uploader: pinned, non-blocking on CUDA).
     """
-    from multicam_ros.core.models.preprocess import check_frames
-
     check_frames(images_bgr)
+    uploader = uploader or Uploader(device)
     batch = torch.empty((len(images_bgr), 3, size, size), dtype=dtype, device=device)
-    by_size: Dict[Tuple[int, int], List[int]] = {}
-    for index, image in enumerate(images_bgr):
-        by_size.setdefault(image.shape[:2], []).append(index)
     mean = torch.tensor(MEAN_BGR, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD_BGR, device=device).view(1, 3, 1, 1)
-    for (height, width), indices in by_size.items():
-        stacked = np.stack([images_bgr[index] for index in indices])  # one host copy
-        pixels = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2).float()
-        if (height, width) != (size, size):
+    for indices, group in uploader.groups(images_bgr).items():
+        pixels = group.permute(0, 3, 1, 2).float()  # BGR 0-255: what the network was fed
+        if pixels.shape[2:] != (size, size):
             pixels = F.interpolate(pixels, size=(size, size), mode='bilinear',
                                    align_corners=False, antialias=False)
-        batch[indices] = ((pixels - mean) / std).to(dtype)
+        batch[list(indices)] = ((pixels - mean) / std).to(dtype)
     return batch
 
 
@@ -247,39 +244,38 @@ def postprocess(scores: torch.Tensor, boxes: torch.Tensor,
 
 
 class NanoDetDetector:
-    """The converted NanoDet-g on one device, as a Detector: `infer` is one forward pass a
-    batch. `path` is the cached TorchScript file (system/model_store.py writes it; None: the
-    default place in the cache)."""
+    """The converted NanoDet-g on one device, as a model back-end (`model.backend: nanodet`):
+    `infer` is one forward pass a batch. `model.path` is the converted TorchScript file that
+    system/model_store.py writes; empty: the default place in the cache."""
 
-    def __init__(self, path: Union[str, Path, None] = None, device: str = 'cpu',
-                 half: bool = False,
-                 confidence_threshold: float = DEFAULT_CONFIDENCE,
-                 iou_threshold: float = DEFAULT_IOU,
-                 max_detections: int = 100, classes: Sequence[str] = ()) -> None:
-        path = Path(path) if path else default_model_path()
+    def __init__(self, config: ModelConfig, device: str) -> None:
+        from multicam_ros.core.cache import FETCH_COMMAND
+        from multicam_ros.core.models import check_classes, resolve_class_names, use_half
+
+        path = Path(config.path) if config.path else default_model_path()
         if not path.is_file():
-            from multicam_ros.core.cache import FETCH_COMMAND
-            raise FileNotFoundError(f'NanoDet-g model {path} is missing; fetch and convert it '
-                                    f'with: {FETCH_COMMAND}')
+            raise ConfigError.of(
+                'model.path', f'the NanoDet-g model {path} is missing',
+                f'the converted model that `{FETCH_COMMAND}` writes (empty: its default place)')
         self.device = device
-        self.half = half and device.startswith('cuda')
+        self.half = use_half(config, device)
         self._dtype = torch.float16 if self.half else torch.float32
+        self._uploader = Uploader(device)
         self.model = load(path, device)
         if self.half:
             self.model.half()
         names_file = path.parent / NAMES_FILE
-        names = json.loads(names_file.read_text()) if names_file.is_file() else COCO_CLASSES
+        own = json.loads(names_file.read_text()) if names_file.is_file() else COCO_CLASSES
+        names, _ = resolve_class_names(config, own, f'{names_file}')
         self.class_names: List[str] = list(names)
-        unknown = [name for name in classes if name not in self.class_names]
-        if unknown:
-            raise ValueError(f'classes {unknown} are not NanoDet-g (COCO) class names')
+        allowed = check_classes(self.class_names, config.classes)
         self._allowed: Optional[torch.Tensor] = None
-        if classes:
-            self._allowed = torch.tensor([name in classes for name in self.class_names],
-                                         device=device)
-        self.confidence_threshold = confidence_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
+        if allowed is not None:
+            self._allowed = torch.zeros(len(self.class_names), dtype=torch.bool, device=device)
+            self._allowed[allowed] = True
+        self.confidence_threshold = config.confidence_threshold
+        self.iou_threshold = config.iou_threshold
+        self.max_detections = config.max_detections
         precision = ', fp16' if self.half else ''
         self.description = f'nanodet-g {path} (80 COCO classes, input 416px stretched{precision})'
 
@@ -288,7 +284,7 @@ class NanoDetDetector:
         if len(images_bgr) == 0:
             return []
         with torch.inference_mode():
-            batch = stretch_batch(images_bgr, self.device, self._dtype)
+            batch = stretch_batch(images_bgr, self.device, self._dtype, uploader=self._uploader)
             scores, boxes = self.model(batch)  # ONE forward pass for the whole batch
             sizes = [(image.shape[1], image.shape[0]) for image in images_bgr]
             return postprocess(scores, boxes, sizes, self.confidence_threshold,

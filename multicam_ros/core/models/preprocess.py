@@ -70,7 +70,7 @@ def upload_rgb(images_bgr: Sequence[np.ndarray], uploader: 'Uploader') -> List[t
     check_frames(images_bgr)
     result: List[Optional[torch.Tensor]] = [None] * len(images_bgr)
     for indices, group in uploader.groups(images_bgr).items():
-        for index, tensor in zip(indices, group.unbind(0)):
+        for index, tensor in zip(indices, rgb_float(group).unbind(0)):
             result[index] = tensor
     return result  # type: ignore[return-value]
 
@@ -85,7 +85,8 @@ def letterbox_batch(images_bgr: Sequence[np.ndarray], size: int, device: str,
     boxes = [Letterbox.fit(image.shape[1], image.shape[0], size) for image in images_bgr]
     batch = torch.empty((len(images_bgr), 3, size, size), dtype=dtype, device=device)
     for indices, group in uploader.groups(images_bgr).items():
-        batch[list(indices)] = _letterbox_group(group, boxes[indices[0]], size).to(dtype)
+        batch[list(indices)] = _letterbox_group(rgb_float(group), boxes[indices[0]],
+                                                size).to(dtype)
     return batch, boxes
 
 
@@ -189,7 +190,7 @@ class Uploader:
         self._staging: Optional[torch.Tensor] = None  # pinned uint8, grown as needed
 
     def groups(self, images_bgr: Sequence[np.ndarray]) -> Dict[Tuple[int, ...], torch.Tensor]:
-        """{indices of equal-sized frames: n x 3 x H x W float RGB 0-1 tensor on the device}."""
+        """{indices of equal-sized frames: their n x H x W x 3 uint8 BGR pixels on the device}."""
         by_size: Dict[Tuple[int, ...], List[int]] = {}
         for index, image in enumerate(images_bgr):
             by_size.setdefault(image.shape, []).append(index)
@@ -211,8 +212,7 @@ class Uploader:
                         offset += size
                         source = pinned
                     stacked[row].copy_(source, non_blocking=True)
-            rgb = stacked.to(self.device).permute(0, 3, 1, 2).flip(1)  # BGR -> RGB, CHW
-            groups[tuple(indices)] = rgb.to(torch.float32).div_(255.0)
+            groups[tuple(indices)] = stacked.to(self.device)
         return groups
 
     def _staging_for(self, images_bgr: Sequence[np.ndarray]) -> torch.Tensor:
@@ -220,6 +220,11 @@ class Uploader:
         if self._staging is None or self._staging.numel() < needed:
             self._staging = torch.empty(needed, dtype=torch.uint8, pin_memory=True)
         return self._staging
+
+
+def rgb_float(pixels_bgr: torch.Tensor) -> torch.Tensor:
+    """n x H x W x 3 uint8 BGR -> n x 3 x H x W float RGB 0-1, on the same device."""
+    return pixels_bgr.permute(0, 3, 1, 2).flip(1).to(torch.float32).div_(255.0)
 
 
 def _letterbox_group(images: torch.Tensor, box: Letterbox, size: int) -> torch.Tensor:
