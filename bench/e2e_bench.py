@@ -82,11 +82,14 @@ UP_GRACE_S = 8.0  # system a: wait this long after every node reports for all ca
 SYSTEMS: Dict[str, str] = {
     'a_sub': 'a) package, subscriptions',
     'a_shm': 'a) package, shared memory',
+    'a_auto': 'a) package, frame_path auto',
     'b_pool': 'b) ThreadPool(8), one model',
     'c_each': 'c) one model per camera',
 }
-PATH_SYSTEMS = {'subscription': 'a_sub', 'shm': 'a_shm'}
+PATH_SYSTEMS = {'subscription': 'a_sub', 'shm': 'a_shm', 'auto': 'a_auto'}
+A_SYSTEMS = tuple(PATH_SYSTEMS.values())
 SYSTEM_STYLE = {'a_sub': ('tab:blue', 'o', '-'), 'a_shm': ('tab:green', 's', '-'),
+                'a_auto': ('tab:cyan', 'D', '-'),
                 'b_pool': ('tab:red', '^', '--'), 'c_each': ('tab:purple', 'v', '--')}
 
 
@@ -648,10 +651,12 @@ class Child:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def stop(self, first: int = signal.SIGTERM, grace_s: float = 5.0) -> None:
-        """`first` to the process group, SIGKILL after `grace_s`, then reap."""
+    def stop(self, first: Optional[int] = signal.SIGTERM, grace_s: float = 5.0) -> None:
+        """`first` to the process group (None: already sent), SIGKILL after `grace_s`, then
+        reap."""
         if self.alive:
-            self.signal_group(first)
+            if first is not None:
+                self.signal_group(first)
             try:
                 self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
@@ -990,7 +995,7 @@ class Running:
 def start_system(plan: Plan, system: str, count: int, directory: Path,
                  env: Dict[str, str]) -> Running:
     """Start system `system` with `count` cameras (not waiting for it)."""
-    if system in ('a_sub', 'a_shm'):
+    if system in A_SYSTEMS:
         cameras = [f'/cam{index}' for index in range(count)]
         probe = Child(role_command('probe', {'cameras': cameras}), env,
                       directory / 'probe.log', 'probe')
@@ -1023,14 +1028,11 @@ def start_system(plan: Plan, system: str, count: int, directory: Path,
 def stop_system(running: Running, plan: Plan) -> None:
     """Stop every process of a run: the launcher gets SIGINT (it stops its nodes), workers
     SIGTERM; then SIGKILL, then anything still carrying the marker."""
-    for child in running.system_procs:
-        child.send('stop')
-    for child in running.all_children():
-        if child.label == 'launch':
-            child.signal_group(signal.SIGINT)
-    for child in running.all_children():
-        first = signal.SIGINT if child.label == 'launch' else signal.SIGTERM
-        child.stop(first=first, grace_s=8.0 if child.label == 'launch' else 3.0)
+    children = running.all_children()
+    for child in children:  # one signal each: a second SIGINT makes the launcher kill at once
+        child.signal_group(signal.SIGINT if child.label == 'launch' else signal.SIGTERM)
+    for child in children:
+        child.stop(first=None, grace_s=8.0 if child.label == 'launch' else 3.0)
     deadline_s = time.monotonic() + 3.0
     while marked_pids(plan.token) and time.monotonic() < deadline_s:
         time.sleep(0.2)
@@ -1057,22 +1059,25 @@ def summarise(system: str, count: int, results: List[Dict[str, Any]],
         latencies += result['latencies_ms']
     missing = count - len(processed_fps)  # system c: processes that died or did not answer
     processed_fps += [0.0] * max(0, missing)
-    offered_fps += [plan.clip_fps] * max(0, missing)
+    offered_fps += [None] * max(0, missing)
+    estimated = sum(value is None for value in offered_fps)
+    offered_fps = [plan.clip_fps if value is None else value for value in offered_fps]
     point: Dict[str, Any] = {
         'window_s': round(sum(r['window_s'] for r in results) / len(results), 2),
         'processed_fps_total': round(sum(processed_fps), 1),
         'processed_fps_min_camera': round(min(processed_fps), 2) if processed_fps else None,
         'processed_fps_per_camera': [round(value, 2) for value in processed_fps],
-        'offered_fps_total': None if None in offered_fps or not offered_fps
-        else round(sum(offered_fps), 1),  # type: ignore[arg-type]
+        'offered_fps_total': round(sum(offered_fps), 1) if offered_fps else None,
         'latency_p50_ms': percentile(latencies, 50),
         'latency_p99_ms': percentile(latencies, 99),
         'latency_count': len(latencies),
     }
+    if estimated:
+        point['offered_estimated_cameras'] = estimated  # no count: the clip's fps was taken
     if point['offered_fps_total']:
         point['fraction_offered'] = round(point['processed_fps_total']
                                           / point['offered_fps_total'], 3)
-    if system in ('a_sub', 'a_shm') and results:
+    if system in A_SYSTEMS and results:
         extra = {k: v for k, v in results[0].items()
                  if k not in ('window_s', 'processed', 'offered', 'latencies_ms')}
         point['diagnostics'] = extra
@@ -1223,7 +1228,8 @@ def frame_path_values(paths: Sequence[str], notes: List[str]) -> Dict[str, Optio
                 notes.append(f'--paths {path}: detector_node has no frame_path parameter yet; '
                              'only the subscription path ran')
             continue
-        wanted = ('subscription',) if path == 'subscription' else ('shared_memory', 'shm')
+        wanted = {'subscription': ('subscription',), 'auto': ('auto',)}.get(
+            path, ('shared_memory', 'shm'))
         choice = next((c for c in wanted if c in setting.choices), None)
         if choice is None and not setting.choices:
             choice = wanted[0]
@@ -1428,7 +1434,7 @@ def ratio_lines(results: Dict[str, Any]) -> List[str]:
     lines = []
     for count in counts:
         parts = []
-        for a_system in ('a_shm', 'a_sub'):
+        for a_system in A_SYSTEMS:
             a = by_key.get((a_system, count))
             if a is None:
                 continue
@@ -1494,6 +1500,7 @@ def plot(results: Dict[str, Any], path: Path) -> None:
         axis.set_xticklabels([str(n) for n in counts] or ['1'])
         if log and key == 'processed_fps_total':
             axis.set_yscale('symlog', linthresh=1.0)  # keeps a collapse to 0 fps visible
+            axis.set_ylim(bottom=0)
         elif log:
             axis.set_yscale('log')
         axis.grid(True, alpha=0.3)
@@ -1520,7 +1527,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='which systems: a (this package), b (thread pool), c (one model '
                              'per camera); default a,b,c')
     parser.add_argument('--paths', default='subscription,shm',
-                        help='frame paths of system a: subscription, shm (default both)')
+                        help='frame paths of system a: subscription, shm, auto (the '
+                             'detector\'s default); default subscription,shm')
     parser.add_argument('--seconds', type=float, help='measurement window per point, s '
                         '(default 30 gpu, 20 cpu)')
     parser.add_argument('--warmup', type=float, help='warm-up after all cameras are ready, s '
@@ -1576,13 +1584,13 @@ def make_plan(args: argparse.Namespace, token: str, workdir: Path) -> Plan:
     paths = [part.strip() for part in args.paths.split(',') if part.strip()]
     for path in paths:
         if path not in PATH_SYSTEMS:
-            raise SystemExit(f'e2e_bench: --paths {path}: accepted: subscription, shm')
+            raise SystemExit(f'e2e_bench: --paths {path}: accepted: subscription, shm, auto')
     systems: List[str] = []
     frame_path: Dict[str, Optional[str]] = {}
     for letter in wanted:
         if letter == 'a':
             frame_path = frame_path_values(paths, notes)
-            systems += [s for s in ('a_sub', 'a_shm') if s in frame_path]
+            systems += [s for s in A_SYSTEMS if s in frame_path]
         elif letter == 'b':
             systems.append('b_pool')
         elif letter == 'c':
@@ -1596,7 +1604,7 @@ def make_plan(args: argparse.Namespace, token: str, workdir: Path) -> Plan:
             raise SystemExit(f'e2e_bench: --max-n {key}: accepted: {", ".join(SYSTEMS)}')
         max_n[system] = int(value)
         if system == 'a_sub':
-            max_n['a_shm'] = int(value)
+            max_n.update({a_system: int(value) for a_system in A_SYSTEMS})
     device = args.device or sweep.device
     clips = tuple(str(Path(c).resolve()) for c in args.clip) or default_clips(sweep)
     for clip in clips:
@@ -1642,6 +1650,11 @@ def run(args: argparse.Namespace) -> int:
     if keep_path is not None and keep_path.is_file() and keep_path not in previous:
         previous.insert(0, keep_path)
     base = load_results(previous) if previous else {}
+    old_settings = base.get('settings') or {}
+    if base and (old_settings.get('model') != plan.model
+                 or old_settings.get('frame_size') != size):
+        say(f'not merging {", ".join(map(str, previous))}: another model or frame size')
+        base = {}
     call = {'started': datetime.datetime.now().isoformat(timespec='seconds'),
             'counts': list(plan.counts), 'systems': list(plan.systems)}
     results: Dict[str, Any] = {

@@ -51,6 +51,8 @@ class CameraReport:
     capture_to_publish_p99_ms: float
     no_signal_frames: int
     reliability: str
+    image_messages: int = 0  # image_raw messages built (only while it has subscribers)
+    shared_memory: str = ''  # the frames' shared-memory segment, or why there is none
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class ServedCameraReport:
     latency_p95_ms: float
     tracks: Optional[int] = None  # None: tracking off
     results_dropped: int = 0  # results replaced before the output stage took them
+    input_path: str = 'subscription'  # where its frames come from: subscription, shared_memory
+    shared_memory_torn: int = 0  # shared-memory copies discarded as overwritten mid-copy
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Generic, Optional, TypeVar
+from typing import Generic, Optional, TypeVar
 
 import numpy as np
 
@@ -112,4 +112,4 @@ class InputFrame:
     image: np.ndarray  # H x W x 3 uint8, BGR
     stamp_ns: int  # capture stamp from the source's header
     received_s: float  # time.monotonic() when it reached the detector
-    meta: Any = None  # what the caller needs to publish the result (e.g. the ROS header)
+    frame_id: str = ''  # of the source's header: results carry the same stamp and frame_id

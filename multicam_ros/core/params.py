@@ -18,6 +18,7 @@ from multicam_ros.core.tracking import TrackerConfig
 
 RELIABILITIES = ('reliable', 'best_effort')
 ANNOTATE_MODES = ('auto', 'always', 'never')
+FRAME_PATHS = ('auto', 'subscription', 'shared_memory')
 _ROS_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 
@@ -57,6 +58,10 @@ class CameraSettings:
         choices=RELIABILITIES)
     diagnostics_period_s: float = setting(
         1.0, 'Period of /diagnostics messages.', min_value=0.1, max_value=60.0)
+    shared_memory: bool = setting(
+        True, "Also offer each frame to this package's detector on this host through shared "
+        'memory (one copy instead of an image message). image_raw is then built only while '
+        'it has subscribers. Off: topics only.')
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,11 @@ class DetectorSettings:
         'more a MultiThreadedExecutor. The callbacks only fill the newest-frame slots; on 2 '
         'cores, with 4 cameras, 4 threads left the inference thread 9.5-11 frames/s per camera '
         'where 1 thread left 13-21 (the GIL).', min_value=1, max_value=64)
+    frame_path: str = setting(
+        'auto', 'How frames reach the detector: auto takes a camera from shared memory while a '
+        'camera_node of this package on this host writes it, else from its image_raw '
+        'subscription; subscription or shared_memory force one path for every camera.',
+        choices=FRAME_PATHS)
     tracking: bool = setting(
         True, 'Track objects per camera and put the track id in Detection2D.id.',
         name='tracking.enabled')

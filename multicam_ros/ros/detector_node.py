@@ -1,9 +1,12 @@
 """detector_node: ONE model for every camera, batched across cameras, vision_msgs out.
 
-A thin ROS layer over the ROS-free core: each camera's image subscription puts its frame into
-that camera's newest-frame slot (batching.py); an inference thread (inference.py) takes the
-newest frame of every camera into one batch, runs it through the model back-end (models/), and
-this node publishes `<camera>/detections`, `<camera>/image_annotated` and diagnostics.
+A thin ROS layer over the ROS-free core. Each camera's frames reach that camera's newest-frame
+slot (batching.py) by one of two paths, chosen per camera (`frame_path`): from shared memory
+(shared_input.py), while a camera_node of this package on this host writes it, or from the
+camera's image_raw subscription (any publisher, any host). An inference thread (inference.py)
+takes the newest frame of every camera into one batch and runs it through the model back-end
+(models/); the result stage's thread publishes `<camera>/detections` and
+`<camera>/image_annotated`; a timer publishes diagnostics.
 """
 import logging
 import sys
@@ -29,15 +32,21 @@ from multicam_ros.core.frames import InputFrame
 from multicam_ros.core.inference import InferenceWorker, ResultStage
 from multicam_ros.core.models import load_detector
 from multicam_ros.core.models.base import Detections
+from multicam_ros.core.models.preprocess import host_buffer_allocator
 from multicam_ros.core.params import DETECTOR_PARAMS, detector_configs, normalise_cameras
+from multicam_ros.core.shared_input import SharedFrameFeeder, channel_live
+from multicam_ros.core.shm_frames import channel_for_topic, shm_available
 from multicam_ros.core.stats import LatencyWindow, RateMeter
 from multicam_ros.core.tracking import NO_TRACK_ID, Tracker
 from multicam_ros.ros.convert import bgr_from_image, diagnostic_status, image_from_array, \
-    ns_from_stamp
+    ns_from_stamp, stamp_from_ns
 from multicam_ros.ros.node_main import CORE_LOGGER, declare_params, forward_core_logs, \
     image_qos, on_param_change, run_node, use_large_frame_transport
 
 STALE_CAMERA_S = 5.0  # a camera with no frame for this long is reported as WARN
+PATH_CHECK_PERIOD_S = 0.5  # how often frame_path auto looks for cameras' shared memory
+SHARED_MEMORY = 'shared_memory'
+SUBSCRIPTION = 'subscription'
 
 
 def keep_published(detections: Detections, track_ids: np.ndarray,
@@ -63,6 +72,8 @@ class _CameraState:
         self._last_frame_s: Optional[float] = None
         self.detections_pub = None
         self.annotated_pub = None
+        self.subscription = None  # the image_raw subscription while on that path
+        self.path = SUBSCRIPTION  # where its frames come from now (only that path is taken)
 
     def received(self, now_s: float) -> None:
         with self._lock:
@@ -88,6 +99,7 @@ class DetectorNode(Node):
         self._log_handler = forward_core_logs(self)
         self._worker: Optional[InferenceWorker] = None  # destroy_node may run before it exists
         self._results: Optional[ResultStage] = None
+        self._feeder: Optional[SharedFrameFeeder] = None
         self._stopping = threading.Event()
         self.context.on_shutdown(self._stopping.set)
         s, model_config, tracking, self._confidence_threshold = detector_configs(
@@ -107,7 +119,7 @@ class DetectorNode(Node):
 
         self._collector = BatchCollector(cameras)
         self._cameras: Dict[str, _CameraState] = {}
-        input_qos = image_qos(s.reliability)
+        self._input_qos = image_qos(s.reliability)
         output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         for camera in cameras:
             state = _CameraState(Tracker(tracking) if tracking else None)
@@ -116,11 +128,20 @@ class DetectorNode(Node):
             state.annotated_pub = self.create_publisher(
                 Image, f'{camera}/image_annotated', output_qos)
             self._cameras[camera] = state
-            self.create_subscription(
-                Image, f'{camera}/image_raw',
-                lambda msg, camera=camera: self._on_image(camera, msg), input_qos,
-                # with executor_threads > 1: cameras in parallel, each camera's callback alone
-                callback_group=MutuallyExclusiveCallbackGroup())
+        self._frame_path = s.frame_path
+        self._feeder: Optional[SharedFrameFeeder] = None
+        if s.frame_path != SUBSCRIPTION and shm_available():
+            domain_id = self.context.get_domain_id()
+            self._feeder = SharedFrameFeeder(
+                {camera: channel_for_topic(f'{camera}/image_raw', domain_id)
+                 for camera in cameras},
+                self._put_frame, allocate=host_buffer_allocator(self._detector.device)).start()
+        elif s.frame_path == SHARED_MEMORY:
+            self.get_logger().warning('frame_path shared_memory: shared memory is not usable '
+                                      'on this host; taking every camera from image_raw')
+        self._choose_paths()
+        if self._feeder is not None and s.frame_path == 'auto':
+            self.create_timer(PATH_CHECK_PERIOD_S, self._choose_paths)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -142,8 +163,49 @@ class DetectorNode(Node):
 
     # -- input -----------------------------------------------------------------------------
 
+    def _choose_paths(self) -> None:
+        """Put every camera on its path: shared memory while its channel has a live writer
+        (frame_path auto) or always (shared_memory), else its image_raw subscription. A camera
+        is never on both, so no frame arrives twice; leaving the subscription also tells its
+        camera_node that it need not build image_raw for this detector."""
+        for camera, state in self._cameras.items():
+            if self._feeder is None:
+                shared = False
+            elif self._frame_path == SHARED_MEMORY:
+                shared = True
+            else:
+                shared = channel_live(self._feeder.channel(camera))
+            path = SHARED_MEMORY if shared else SUBSCRIPTION
+            if path == state.path and (shared or state.subscription is not None):
+                continue
+            if shared:
+                self._feeder.set_active(camera, True)
+                if state.subscription is not None:
+                    self.destroy_subscription(state.subscription)
+                    state.subscription = None
+            else:
+                if self._feeder is not None:
+                    self._feeder.set_active(camera, False)
+                state.subscription = self.create_subscription(
+                    Image, f'{camera}/image_raw',
+                    lambda msg, camera=camera: self._on_image(camera, msg), self._input_qos,
+                    # with executor_threads > 1: cameras in parallel, each camera's alone
+                    callback_group=MutuallyExclusiveCallbackGroup())
+            if path != state.path:
+                self.get_logger().info(f'{camera}: frames from {path.replace("_", " ")}')
+            state.path = path
+
+    def _put_frame(self, camera: str, frame: InputFrame) -> None:
+        """A frame from shared memory (the feeder's thread)."""
+        state = self._cameras[camera]
+        state.frames_in.tick()
+        state.received(frame.received_s)
+        self._collector.put(camera, frame)
+
     def _on_image(self, camera: str, msg: Image) -> None:
         state = self._cameras[camera]
+        if state.path != SUBSCRIPTION:
+            return  # a message still in flight when the camera moved to shared memory
         state.frames_in.tick()
         image = bgr_from_image(msg)
         if image is None:
@@ -156,8 +218,9 @@ class DetectorNode(Node):
             return
         now_s = time.monotonic()
         state.received(now_s)
-        self._collector.put(camera, InputFrame(image=image, stamp_ns=ns_from_stamp(
-            msg.header.stamp), received_s=now_s, meta=msg.header))
+        self._collector.put(camera, InputFrame(
+            image=image, stamp_ns=ns_from_stamp(msg.header.stamp), received_s=now_s,
+            frame_id=msg.header.frame_id))
 
     # -- output (result stage thread) --------------------------------------------------------
 
@@ -165,7 +228,7 @@ class DetectorNode(Node):
         if self._stopping.is_set():
             return
         state = self._cameras[camera]
-        header: Header = frame.meta
+        header = Header(stamp=stamp_from_ns(frame.stamp_ns), frame_id=frame.frame_id)
         track_ids = np.full(len(detections), NO_TRACK_ID, dtype=np.int64)
         if state.tracker is not None:
             track_ids = state.tracker.update(detections, frame.stamp_ns / 1e9).track_ids
@@ -237,7 +300,9 @@ class DetectorNode(Node):
                 frames_dropped=counts.dropped, frames_invalid=invalid,
                 latency_p50_ms=latency[50], latency_p95_ms=latency[95],
                 tracks=len(state.tracker) if state.tracker is not None else None,
-                results_dropped=self._results.dropped(camera))
+                results_dropped=self._results.dropped(camera), input_path=state.path,
+                shared_memory_torn=(self._feeder.counts(camera).torn
+                                    if self._feeder is not None else 0))
             statuses.append(diagnostic_status(level, report_name(fqn, camera), message, report))
         batches = self._worker.batch_summary()
         inference = self._worker.inference_time.percentiles_ms(50, 95)
@@ -257,7 +322,8 @@ class DetectorNode(Node):
 
     def destroy_node(self) -> None:
         self._stopping.set()
-        stages = [stage for stage in (self._worker, self._results) if stage is not None]
+        stages = [stage for stage in (self._feeder, self._worker, self._results)
+                  if stage is not None]
         for stage in stages:
             stage.stop(timeout_s=0)  # both at once: neither waits behind the other
         for stage in stages:

@@ -24,7 +24,7 @@ one `torchvision.ops.batched_nms` call (boxes of different images never suppress
 at most `max_detections` per image, then ONE copy to the host for the whole batch.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -244,3 +244,12 @@ def _letterbox_group(images: torch.Tensor, box: Letterbox, size: int) -> torch.T
     sampled = torch.nn.functional.grid_sample(images, grid, mode='bilinear',
                                               padding_mode='border', align_corners=False)
     return torch.where(inside, sampled, torch.full_like(sampled[:1, :1], PAD_VALUE))
+
+
+def host_buffer_allocator(device: str) -> Callable[[int], np.ndarray]:
+    """nbytes -> a host buffer for incoming frames: page-locked on CUDA (torch's caching host
+    allocator reuses freed blocks, and waits for their pending uploads first), so that the
+    Uploader sends it with one DMA and no staging copy; ordinary memory elsewhere."""
+    if not str(device).startswith('cuda'):
+        return lambda nbytes: np.empty(nbytes, dtype=np.uint8)
+    return lambda nbytes: torch.empty(nbytes, dtype=torch.uint8, pin_memory=True).numpy()
