@@ -4,8 +4,9 @@ Three systems on the same looping H.264 clips and the same model, per number of 
 
 - a) this package as users start it: `python -m multicam_ros.cli launch cams.yaml`, N
   camera_node processes reading the clips (`loop: true`) and one detector_node, once per frame
-  path of `--paths` (subscription, shm: passed as the detector's `frame_path` parameter where
-  the detector has one). Results are read as a ROS user reads them: a probe process subscribes
+  path of `--paths` (subscription, shm, auto: the detector's `frame_path` parameter; a path the
+  detector does not offer is skipped with a note, and the path each camera actually took is
+  read back from /diagnostics). Results are read as a ROS user reads them: a probe subscribes
   to every `<cam>/detections` (latency = receive time - header.stamp, the capture stamp) and to
   /diagnostics (offered frames = the cameras' frames_captured, the detector's own figures).
 - b) the problem statement's design, reproduced: ONE process, a capture thread per stream

@@ -4,16 +4,19 @@
 #            that build vision_msgs, ros-wheels-bootstrapper, catkin-pkg, docutils) and empy /
 #            lark-parser built here from source (PyPI has no wheel of them)
 #   .clips/  looping H.264 test clips: .clips/720p/cam{0,1}.mp4 and .clips/vga/cam{0,1}.mp4
+#   .models/ with --nanodet: the cached NanoDet-g TorchScript at fp16 (7.3 MiB instead of 14.5;
+#            run_on_gpu.sh restores it to fp32 in /tmp/e2e_models/nanodet-g/)
 # Both folders are ignored by git (.gitignore and .git/info/exclude), so they travel to the
 # device only when the run's carry names them: carry [".whl", ".clips/720p"].
 # The wheel list comes from bench/device/kit_list.py: the dependency closure of the ROS entries
 # of requirements.txt in .venv, less what the GPU machine's python3 already has.
 #
-# Usage: bench/device/make_kit.sh [--python 3.12] [--dest .whl] [--all] [--no-clips]
+# Usage: bench/device/make_kit.sh [--python 3.12] [--dest .whl] [--all] [--no-clips] [--nanodet]
 #   --python X.Y  CPython version of the wheels (3.12 for the GPU machine; 3.11 to test here)
 #   --dest DIR    where the wheels go (default .whl)
 #   --all         also the packages the GPU machine already has (for a bare test venv)
 #   --no-clips    wheels only
+#   --nanodet     also pack the cached NanoDet-g (multicam-ros models fetch) into .models/
 # Idempotent: wheels and clips already there are kept.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,12 +25,14 @@ PYVER=3.12
 DEST=.whl
 ALL=()
 CLIPS=1
+NANODET=0
 while (($#)); do
   case $1 in
     --python) PYVER=$2; shift 2 ;;
     --dest) DEST=$2; shift 2 ;;
     --all) ALL=(--all); shift ;;
     --no-clips) CLIPS=0; shift ;;
+    --nanodet) NANODET=1; shift ;;
     *) echo "make_kit: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -39,7 +44,7 @@ PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
 
 # Never let the kit into git, nor onto the device unless carried.
 touch .git/info/exclude
-for pattern in /.whl/ /.clips/; do
+for pattern in /.whl/ /.clips/ /.models/; do
   grep -qxF "$pattern" .git/info/exclude || echo "$pattern" >> .git/info/exclude
 done
 
@@ -125,6 +130,11 @@ if ((CLIPS)); then
   done
 fi
 
+if ((NANODET)); then
+  echo "    packing NanoDet-g into .models/ (fp16 for the trip)"
+  "$VENV_PY" bench/device/pack_model.py pack 2> >(grep -v 'deprecated\|warnings.warn' >&2)
+fi
+
 # What one device call carries: the working tree (tracked + untracked-not-ignored) and the kit.
 tree_bytes=$(git ls-files -z -co --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null \
   | awk '{s+=$1} END {print s+0}')
@@ -135,6 +145,10 @@ total=$((tree_bytes + whl_bytes + clip_bytes))
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
 echo "==> kit sizes: working tree $(mib "$tree_bytes"), $DEST $(mib "$whl_bytes"), .clips/720p $(mib "$clip_bytes"), .clips/vga $(mib "$(bytes .clips/vga)")"
 echo "==> one device call with carry [\"$DEST\", \".clips/720p\"]: $(mib "$total") of 64 MiB"
+if [[ -d .models ]]; then
+  model_bytes=$(bytes .models)
+  echo "==> with \".models\" ($(mib "$model_bytes")) too: $(mib $((total + model_bytes))) of 64 MiB"
+fi
 if ((total > 60 * 1048576)); then
   echo "make_kit: WARNING: over 60 MiB; drop .clips/720p/cam1.mp4 or clean untracked files" >&2
 fi

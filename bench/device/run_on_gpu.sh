@@ -9,6 +9,9 @@
 # Device command (carry [".whl", ".clips/720p"]):
 #   bash bench/device/run_on_gpu.sh --sweep gpu --n 1,2,4,8 --seconds 12 --warmup 5
 #   bash bench/device/run_on_gpu.sh --setup-only       # the kit alone (about 1 minute)
+# NanoDet-g (make_kit.sh --nanodet; carry [".whl", ".clips/720p", ".models"]):
+#   bash bench/device/run_on_gpu.sh --sweep gpu --model-backend nanodet \
+#     --model /tmp/e2e_models/nanodet-g/nanodet-g.torchscript --n 1,4,16,32,64 ...
 #
 # Set-up is skipped when the same wheels are installed already (a machine still warm from the
 # previous call). Unless --deadline-s is given, the sweep gets one that ends it
@@ -78,6 +81,11 @@ EOF
 print("torch", torch.__version__, "torchvision", torchvision.__version__, "opencv",
       cv2.__version__, "cuda", torch.cuda.is_available())' 2>&1 | tee -a "$LOG"
 command -v nvidia-smi >/dev/null && nvidia-smi -L
+if compgen -G ".models/*.fp16.torchscript" >/dev/null; then
+  step "restoring the carried models (fp32) into /tmp/e2e_models"
+  "$PY" bench/device/pack_model.py unpack .models /tmp/e2e_models 2>>"$LOG" | tee -a "$LOG" \
+    || fail "unpacking .models failed"
+fi
 step "set-up done"
 ((SETUP_ONLY)) && exit 0
 
