@@ -1688,6 +1688,11 @@ def run(args: argparse.Namespace) -> int:
         f'{size} at {clip_fps:g} fps from {len(plan.clips)} clip(s), device '
         f'{plan.model["device"]}, warm-up {plan.warmup_s:g} s, window {plan.seconds:g} s; '
         f'logs in {workdir}')
+    todo = [(system, count) for count in plan.counts for system in plan.systems
+            if count <= plan.max_n.get(system, 1 << 30)]
+    guess_s = sum(estimate_point_s(plan, None, count) for _, count in todo) + 30.0
+    say(f'{len(todo)} points, about {guess_s / 60:.0f} min (start-up guessed at 15 s + 0.5 s '
+        'per camera a point)')
     try:
         if not args.no_ceiling:
             ceiling = measure_ceiling(plan)
