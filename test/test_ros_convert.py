@@ -1,12 +1,16 @@
 """Image messages <-> arrays (this package's cv_bridge), and drawing on frames."""
 import numpy as np
 import pytest
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray
 
 from multicam_ros.core.drawing import draw_detections
 from multicam_ros.core.models.base import Detections
 from multicam_ros.ros.convert import array_from_image, bgr_from_image, image_from_array
+from multicam_ros.ros.detections_cdr import detection_array_bytes, detection_array_message, \
+    serialization_matches
 
 
 def bgr_frame(height=6, width=5):
@@ -68,3 +72,22 @@ def test_drawing_a_trail_behind_a_track():
     assert canvas[100, 40].any()  # on the trail, far from the box
     plain = draw_detections(frame, detections, ['thing'], [''], [None])
     assert not plain[100, 40].any()
+
+
+def test_detections_as_bytes_read_back_as_the_message_objects():
+    """detections_cdr.py writes CDR by hand: rclpy must read it back field for field, for any
+    mix of string lengths (the padding rules) and counts, the empty array included."""
+    rng = np.random.default_rng(3)
+    names = ['person', 'a', 'traffic light', 'dog']
+    for count in (0, 1, 2, 7, 50):
+        boxes = np.sort(rng.uniform(0, 1000, (count, 4)).astype(np.float32).reshape(count, 2, 2),
+                        axis=1).transpose(0, 2, 1).reshape(count, 4)
+        scores = rng.uniform(0, 1, count).astype(np.float32)
+        labels = [names[i % 4] for i in range(count)]
+        ids = [str(i * 37) if i % 3 else '' for i in range(count)]
+        case = (1_796_000_000_000_000_001 + count, f'cam{count}_optical_frame', boxes, scores,
+                labels, ids)
+        built = deserialize_message(detection_array_bytes(*case), Detection2DArray)
+        assert built == detection_array_message(*case)
+        assert [d.id for d in built.detections] == ids
+    assert serialization_matches()

@@ -198,6 +198,9 @@ def test_capture_params_for_network_and_file(video_file):
     assert capture_params(source, 2.5, 0.75) == [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2500, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 750]
     assert len(capture_params(validate_source(video_file), 1, 1)) == 4
+    # A bounded decoder: FFmpeg's own choice is a thread per core, for every camera.
+    assert capture_params(validate_source(video_file), 1, 1, 2)[4:] == [
+        cv2.CAP_PROP_N_THREADS, 2]
     with pytest.raises(ConfigError, match='^open_timeout_s: 0 is not > 0; accepted: '):
         capture_params(source, 0, 1)
     with pytest.raises(ConfigError, match='^read_timeout_s: -1 is not > 0; accepted: '):

@@ -101,6 +101,9 @@ class CaptureOptions:
     reconnect_delay_max_s: float = setting(
         10.0, 'Longest delay between reconnect attempts.', min_value=0.01, max_value=3600.0)
     loop: bool = setting(True, 'Video files only: start again at the end instead of stopping.')
+    decode_threads: int = setting(
+        2, 'Threads FFmpeg decodes the stream with; 0 lets FFmpeg choose (one per core, which '
+        'oversubscribes a host that decodes many cameras).', min_value=0, max_value=64)
     jitter_fraction: float = 0.25
     pace_files: bool = True  # video files: deliver at the file's fps, not as fast as possible
     fps_window_s: float = 2.0  # sliding window of the capture fps
@@ -282,7 +285,8 @@ class CaptureWorker:
         try:
             if source.is_rtsp:
                 apply_rtsp_transport(options.rtsp_transport)
-            params = capture_params(source, options.open_timeout_s, options.read_timeout_s)
+            params = capture_params(source, options.open_timeout_s, options.read_timeout_s,
+                                    options.decode_threads)
             capture = cv2.VideoCapture(source.open_target, source.api_preference, params)
         except Exception as exc:  # cv2.error text may echo the target: redact it
             self._set_error(f'open failed: {type(exc).__name__}: {exc}')

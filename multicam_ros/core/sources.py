@@ -251,8 +251,10 @@ def _classify(url: str, password_env: str, environ: Mapping[str, str]) -> Source
     return _validate_file(url, _safe_echo(url))
 
 
-def capture_params(source: Source, open_timeout_s: float, read_timeout_s: float) -> list[int]:
-    """VideoCapture ``params`` (flat [key, value, ...]) with FFmpeg open and read timeouts.
+def capture_params(source: Source, open_timeout_s: float, read_timeout_s: float,
+                   decode_threads: int = 0) -> list[int]:
+    """VideoCapture ``params`` (flat [key, value, ...]) with FFmpeg open and read timeouts and,
+    unless ``decode_threads`` is 0, the decoder's thread count.
 
     OpenCV's FFmpeg backend aborts a blocking open or grab through an interrupt callback once
     the timeout passes (its default is 30 s for both); after a read timeout the capture is
@@ -264,10 +266,11 @@ def capture_params(source: Source, open_timeout_s: float, read_timeout_s: float)
     for key, value in (('open_timeout_s', open_timeout_s), ('read_timeout_s', read_timeout_s)):
         if not value > 0:
             raise ConfigError.of(key, f'{value!r} is not > 0', 'a number of seconds > 0')
-    return [
+    params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, int(round(open_timeout_s * 1000))),
         cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(round(read_timeout_s * 1000))),
     ]
+    return params + ([cv2.CAP_PROP_N_THREADS, int(decode_threads)] if decode_threads else [])
 
 
 def parse_capture_options(text: str) -> dict[str, str]:
