@@ -150,6 +150,7 @@ def test_detector_first_then_cameras_and_a_camera_without_shared_memory(
         assert wait_for(lambda: board.served('/cam1').frames_processed > 10, 60.0), \
             node_launcher.logs()
         assert board.path('/cam1') == 'subscription'
+        assert wait_for(lambda: board.camera('/cam1') is not None, 10.0)
         assert board.camera('/cam1').shared_memory == 'off (parameter shared_memory)'
     probe.destroy_node()
 

@@ -102,8 +102,9 @@ class CaptureOptions:
         10.0, 'Longest delay between reconnect attempts.', min_value=0.01, max_value=3600.0)
     loop: bool = setting(True, 'Video files only: start again at the end instead of stopping.')
     decode_threads: int = setting(
-        2, 'Threads FFmpeg decodes the stream with; 0 lets FFmpeg choose (one per core, which '
-        'oversubscribes a host that decodes many cameras).', min_value=0, max_value=64)
+        0, 'Threads FFmpeg decodes the stream with; 0 lets FFmpeg choose (about one per core). '
+        'A few per camera can save CPU on a host that decodes many cameras.', min_value=0,
+        max_value=64)
     jitter_fraction: float = 0.25
     pace_files: bool = True  # video files: deliver at the file's fps, not as fast as possible
     fps_window_s: float = 2.0  # sliding window of the capture fps
