@@ -16,38 +16,55 @@ ResultCallback = Callable[[str, InputFrame, Detections], None]
 _LOG = logging.getLogger(__name__)
 
 
-class InferenceWorker:
+class _SlotThread:
+    """A daemon thread serving one BatchCollector until `stop`; says each distinct problem
+    once (up to 100 of them), not once per frame."""
+
+    def __init__(self, slots: BatchCollector, name: str,
+                 on_error: Optional[Callable[[str], None]]) -> None:
+        self._slots = slots
+        self._on_error = on_error or (lambda text: _LOG.error(text))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._reported: set = set()
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        self._slots.close()
+        self._thread.join(timeout_s)
+
+    def _report_once(self, text: str) -> None:
+        if text not in self._reported and len(self._reported) < 100:
+            self._reported.add(text)
+            self._on_error(text)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class InferenceWorker(_SlotThread):
     """Runs batches through `detector` until `stop`; never queues, never waits for a camera."""
 
     def __init__(self, collector: BatchCollector, detector: Detector, on_result: ResultCallback,
                  max_batch_size: int, on_error: Optional[Callable[[str], None]] = None) -> None:
-        self._collector = collector
+        super().__init__(collector, 'inference', on_error)
         self._detector = detector
         self._on_result = on_result
-        self._on_error = on_error or (lambda text: _LOG.error(text))
         self._max_batch_size = max_batch_size
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='inference', daemon=True)
         self._lock = threading.Lock()
         self.batch_sizes: Counter[int] = collections.Counter()
         self.inference_time = LatencyWindow()
         self.errors = 0
         self.result_errors = 0
 
-    def start(self) -> 'InferenceWorker':
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        self._collector.close()
-        self._thread.join(timeout_s)
-
     def _run(self) -> None:
         last_error = ''
-        reported = set()
         while not self._stop.is_set():
-            batch = self._collector.collect(self._max_batch_size, timeout_s=0.5)
+            batch = self._slots.collect(self._max_batch_size, timeout_s=0.5)
             if not batch:
                 continue
             started_s = time.monotonic()
@@ -73,10 +90,8 @@ class InferenceWorker:
                         return
                     with self._lock:
                         self.result_errors += 1
-                    text = f'{camera}: handing over results failed: {type(exc).__name__}: {exc}'
-                    if text not in reported and len(reported) < 100:  # each failure once
-                        reported.add(text)
-                        self._on_error(text)
+                    self._report_once(f'{camera}: handing over results failed: '
+                                      f'{type(exc).__name__}: {exc}')
 
     def batch_summary(self) -> dict:
         """Counts of batches by size, largest and mean size, total batches."""
@@ -89,7 +104,7 @@ class InferenceWorker:
                 'histogram': dict(sorted(sizes.items())), 'errors': errors}
 
 
-class ResultStage:
+class ResultStage(_SlotThread):
     """Per-camera output work (tracking, messages, drawing, publishing) on a thread of its own,
     so that the inference thread starts the next batch at once instead of waiting for it.
 
@@ -102,21 +117,8 @@ class ResultStage:
 
     def __init__(self, cameras: Sequence[str], handle: ResultCallback,
                  on_error: Optional[Callable[[str], None]] = None) -> None:
-        self._slots = BatchCollector(cameras)
+        super().__init__(BatchCollector(cameras), 'results', on_error)
         self._handle = handle
-        self._on_error = on_error or (lambda text: _LOG.error(text))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='results', daemon=True)
-        self._reported: set = set()
-
-    def start(self) -> 'ResultStage':
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        self._slots.close()
-        self._thread.join(timeout_s)
 
     def put(self, camera: str, frame: InputFrame, detections: Detections) -> None:
         self._slots.put(camera, (frame, detections))
@@ -134,7 +136,5 @@ class ResultStage:
                 except Exception as exc:  # noqa: BLE001 - one camera's failure is its own
                     if self._stop.is_set():
                         return
-                    text = f'{camera}: handling results failed: {type(exc).__name__}: {exc}'
-                    if text not in self._reported and len(self._reported) < 100:
-                        self._reported.add(text)  # each distinct failure once
-                        self._on_error(text)
+                    self._report_once(f'{camera}: handling results failed: '
+                                      f'{type(exc).__name__}: {exc}')
