@@ -17,12 +17,18 @@ setup:
 $(PY):
 	@echo "$(PY) not found: run 'make setup' first" >&2; exit 1
 
-demo: $(PY)
-	$(VENV)/bin/multicam-ros demo
+# Set-up first where it is not done (no venv, or no model or footage in the cache). Ctrl-C stops
+# the demo cleanly (it exits 0); make itself then reports the interrupt as for any target.
+# DEMO_ARGS: more options, e.g. make demo DEMO_ARGS='--view-port 8081'.
+demo:
+	@if ! [ -x $(VENV)/bin/multicam-ros ] || ! $(PY) -m multicam_ros.system.model_store check; then \
+	  echo "make demo: running make setup first"; $(MAKE) --no-print-directory setup; fi
+	$(VENV)/bin/multicam-ros demo $(DEMO_ARGS)
 
-# The suite runs on the CPU everywhere (CI has no GPU): GPUs are hidden from it.
+# The suite runs on the CPU everywhere (CI has no GPU): GPUs are hidden from it. Message fields
+# are type-checked on every assignment, as Humble always does (ROS_PYTHON_CHECK_FIELDS).
 test: $(PY)
-	CUDA_VISIBLE_DEVICES= $(PY) -m pytest
+	CUDA_VISIBLE_DEVICES= ROS_PYTHON_CHECK_FIELDS=1 $(PY) -m pytest
 
 # The CUDA paths (device placement, fp16, letterboxing on the GPU), on a machine with a GPU.
 test-gpu: $(PY)

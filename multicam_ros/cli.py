@@ -1,17 +1,20 @@
-"""The `multicam-ros` command: work outside `ros2` (test streams, launching without ROS, benches).
+"""The `multicam-ros` command: work outside `ros2` (test streams, launching without ROS, the
+browser view, fetching models).
 
 Each sub-command lives in the module that does its work; this file only wires argparse, and
 wires the ROS side into the ROS-free bring-up: `launch` and `demo` get the /diagnostics listener
-(ros/diagnostics_listener.py) that feeds their status table.
+(ros/diagnostics_listener.py) that feeds their status table, and `demo` the live view
+(ros/viewer_node.py).
 """
 import argparse
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
-from multicam_ros.system.demo import WEIGHT_CHOICES
 from multicam_ros.system.plan import LOG_LEVELS
+from multicam_ros.system.viewer import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
+    from multicam_ros.ros.viewer_node import Viewer
     from multicam_ros.system.supervisor import Listener
 
 
@@ -22,10 +25,16 @@ def _diagnostics_listener(on_status: Callable[[str, Dict[str, str]], None]) -> '
     return DiagnosticsListener(on_status)
 
 
+def _viewer(cameras: Sequence[str], host: str, port: int) -> 'Viewer':
+    """The `view` of system/demo.py: the live view in this process (it needs rclpy)."""
+    from multicam_ros.ros.viewer_node import Viewer
+    return Viewer(cameras, host, port)
+
+
 def _test_streams(args: argparse.Namespace) -> int:
     from multicam_testbed import serve_forever
     return serve_forever(count=args.count, port=args.port, width=args.width,
-                         height=args.height, fps=args.fps)
+                         height=args.height, fps=args.fps, footage=args.footage)
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -37,7 +46,45 @@ def _launch(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from multicam_ros.system.demo import demo_main
-    return demo_main(port=args.port, weights=args.weights, listen=_diagnostics_listener)
+    return demo_main(port=args.port, listen=_diagnostics_listener,
+                     view=None if args.no_view else _viewer, view_host=args.view_host,
+                     view_port=args.view_port)
+
+
+def view_cameras(config: Optional[str], cameras: Sequence[str]) -> List[str]:
+    """The camera namespaces to show: those of CONFIG (a cams.yaml), then `--cameras`
+    (comma-separated lists, each name with or without its leading /), each once. Raises
+    ConfigError (an invalid file, a name that is no namespace, or no camera at all)."""
+    from multicam_ros.core.params import normalise_cameras
+    from multicam_ros.core.settings import ConfigError
+    from multicam_ros.system.config import load_config
+
+    found: List[str] = []
+    if config:
+        found += ['/' + camera.name for camera in load_config(config).cameras]
+    found += [name for text in cameras for name in text.split(',') if name.strip()]
+    if not found:
+        raise ConfigError.of('cameras', 'none given', 'a cams.yaml (multicam-ros view CONFIG) '
+                             'and/or --cameras /cam0,/cam1')
+    normalised = ['/' + name.strip().strip('/') for name in found]
+    return normalise_cameras(list(dict.fromkeys(normalised)))
+
+
+def _view(args: argparse.Namespace) -> int:
+    from multicam_ros.core.settings import ConfigError
+    try:
+        cameras = view_cameras(args.config, args.cameras)
+    except ConfigError as exc:
+        print(f'multicam-ros view: nothing to show:\n{exc}', file=sys.stderr, flush=True)
+        return 2
+    from multicam_ros.ros.viewer_node import view_main
+    return view_main(cameras, host=args.host, port=args.port, topic=args.topic,
+                     reliability=args.reliability)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from multicam_ros.system.model_store import main
+    return main(args.words)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     streams.add_argument('--width', type=int, default=640, help='frame width in px')
     streams.add_argument('--height', type=int, default=480, help='frame height in px')
     streams.add_argument('--fps', type=int, default=30, help='frames per second')
+    streams.add_argument('--footage', action='store_true',
+                         help='serve the four demo cameras cut from vtest.avi (real street '
+                              'footage at 10 fps, each frame marked with its source index) '
+                              'instead of --count test patterns')
     streams.set_defaults(func=_test_streams)
 
     launch = sub.add_parser(
@@ -80,20 +131,59 @@ def build_parser() -> argparse.ArgumentParser:
     launch.set_defaults(func=_launch)
 
     demo = sub.add_parser(
-        'demo', help='the whole system on four live test streams (make demo)',
-        description='Serve four RTSP test streams and run config/demo.yaml on them: four '
-                    'camera nodes and one detector, with the status table, until Ctrl-C.')
+        'demo', help='the whole system on four cameras of real footage (make demo)',
+        description='Serve four live RTSP cameras cut from real street footage (vtest.avi) '
+                    'and run config/demo.yaml on them: four camera nodes and one detector '
+                    'with the default model (NanoDet-g) and tracking, the live view in the '
+                    'browser and the status table, until Ctrl-C.')
     demo.add_argument('--port', type=int, default=8554, help='RTSP port (default 8554)')
-    demo.add_argument('--weights', choices=WEIGHT_CHOICES, default='auto',
-                      help='auto: the published COCO weights if cached, else random ones '
-                           '(said loudly); default: let torchvision download them; none: '
-                           'random weights')
+    demo.add_argument('--view-port', type=int, default=DEFAULT_PORT,
+                      help=f'port of the live view (default {DEFAULT_PORT})')
+    demo.add_argument('--view-host', default=DEFAULT_HOST, metavar='ADDRESS',
+                      help=f'address of the live view (default {DEFAULT_HOST}: this machine '
+                           'only; anything else lets others watch, with no login)')
+    demo.add_argument('--no-view', action='store_true', help='no live view in the browser')
     demo.set_defaults(func=_demo)
+
+    view = sub.add_parser(
+        'view', help='every camera live in one browser page',
+        description='Serve one local web page that shows every camera\'s annotated picture '
+                    '(<camera>/image_annotated) in a grid, live, with its fps and latency, and '
+                    'NO SIGNAL when the camera is down. A camera\'s images are received (and '
+                    'drawn by the detector) only while a browser watches it.')
+    view.add_argument('config', metavar='CONFIG', nargs='?',
+                      help='camera configuration YAML: its cameras are shown')
+    view.add_argument('--cameras', action='append', default=[], metavar='NS[,NS...]',
+                      help='camera namespaces to show, e.g. /cam0,/cam1 (after those of '
+                           'CONFIG; may be repeated)')
+    view.add_argument('--host', default=DEFAULT_HOST, metavar='ADDRESS',
+                      help=f'address to serve on (default {DEFAULT_HOST}: this machine only; '
+                           'e.g. 0.0.0.0 lets every host that reaches this one watch, with no '
+                           'login)')
+    view.add_argument('--port', type=int, default=DEFAULT_PORT,
+                      help=f'port to serve on (default {DEFAULT_PORT}; 0: any free one)')
+    view.add_argument('--topic', default='image_annotated',
+                      help='image topic under each camera namespace (default image_annotated; '
+                           'image_raw shows the cameras without the detector)')
+    view.add_argument('--reliability', choices=('reliable', 'best_effort'), default='reliable',
+                      help='QoS of the image subscriptions (default reliable, as this package '
+                           'publishes; best_effort also takes best-effort publishers)')
+    view.set_defaults(func=_view)
+
+    models = sub.add_parser(
+        'models', add_help=False, help='fetch the default model (NanoDet-g) and the footage',
+        description='multicam-ros models fetch|footage|path|check (--help for more)')
+    models.add_argument('words', nargs=argparse.REMAINDER, metavar='ACTION ...',
+                        help='fetch, footage, path or check, then their options')
+    models.set_defaults(func=_models)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ['models']:  # its own parser (system/model_store.py) reads the rest,
+        return _models(argparse.Namespace(words=words[1:]))  # --help included
+    args = build_parser().parse_args(words)
     return args.func(args)
 
 

@@ -2,7 +2,9 @@
 
 The streams come from GStreamer's RTSP server, whose Python bindings belong to Debian's own
 /usr/bin/python3 and not to a virtual environment. `RtspTestServer` therefore runs the standalone
-script rtsp_server.py (next to this file) with that interpreter as a child process.
+script rtsp_server.py (next to this file) with that interpreter as a child process. A stream is
+either a synthetic test pattern or real footage: a cut of vtest.avi that footage.py renders
+(`footage_server`), each frame marked with its source frame index (frame_code.py).
 """
 import os
 import selectors
@@ -14,7 +16,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, List, Optional, Union
+from typing import IO, TYPE_CHECKING, List, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    from multicam_testbed.footage import Cut, RenderedCut
 
 SERVER_SCRIPT = Path(__file__).with_name('rtsp_server.py')
 DEFAULT_SYSTEM_PYTHON = '/usr/bin/python3'
@@ -81,16 +86,24 @@ def gstreamer_problem(timeout_s: float = 30.0) -> Optional[str]:
 class RtspTestServer:
     """N live H.264 RTSP streams rtsp://HOST:PORT/cam0 ... /camN-1 served by a child process.
 
+    Test patterns of width x height, or, with `sequences` (multifilesrc locations of JPEG
+    files, one per stream: footage.RenderedCut.location), those sequences looped at `fps`;
+    `width` and `height` then only size the automatic bit rate (`bitrate_kbps` 0).
     Use as a context manager, or call start() and stop(). port=0 lets the kernel pick a free
     port at the first start; restart() keeps that port so readers can reconnect to the same URL.
     """
 
     def __init__(self, count: int = 4, port: int = 0, width: int = 640, height: int = 480,
-                 fps: int = 30, host: str = '127.0.0.1', start_timeout_s: float = 15.0) -> None:
+                 fps: int = 30, host: str = '127.0.0.1', start_timeout_s: float = 15.0,
+                 sequences: Sequence[str] = (), bitrate_kbps: int = 0) -> None:
+        self.sequences = [str(location) for location in sequences]
+        if self.sequences:
+            count = len(self.sequences)
         if count < 1:
             raise ValueError('count must be >= 1, got %r' % count)
         if not 0 <= port <= 65535:
             raise ValueError('port must be 0..65535 (0 = pick a free one), got %r' % port)
+        self.bitrate_kbps = bitrate_kbps
         self.count = count
         self.width = width
         self.height = height
@@ -198,10 +211,12 @@ class RtspTestServer:
     # -- internals -----------------------------------------------------------------------------
     def _spawn(self, port: int) -> int:
         """Start one server process on `port`; return the port it listens on."""
-        command = [system_python(), '-I', str(SERVER_SCRIPT), '--port', str(port),
-                   '--count', str(self.count), '--width', str(self.width),
-                   '--height', str(self.height), '--fps', str(self.fps), '--bind', self.host,
-                   '--exit-on-stdin-eof']
+        streams = ([arg for location in self.sequences for arg in ('--sequence', location)]
+                   or ['--count', str(self.count)])
+        command = [system_python(), '-I', str(SERVER_SCRIPT), '--port', str(port), *streams,
+                   '--width', str(self.width), '--height', str(self.height),
+                   '--fps', str(self.fps), '--bitrate', str(self.bitrate_kbps),
+                   '--bind', self.host, '--exit-on-stdin-eof']
         stderr = tempfile.TemporaryFile()  # a file, so a chatty server never blocks on a pipe
         try:
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -254,13 +269,43 @@ def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
     return data.split(b'\n', 1)[0].decode('utf-8', 'replace').strip()
 
 
+# Real footage plays at this many bits per pixel: x264 ultrafast at the test-pattern rate smears
+# fine detail (people 30 px wide), which real detectors then miss.
+FOOTAGE_BITS_PER_PIXEL = 0.4
+
+
+def footage_server(cuts: Optional[Sequence['Cut']] = None, port: int = 0,
+                   host: str = '127.0.0.1', say=print) -> 'RtspTestServer':
+    """A server (not started) of real-footage streams, one per cut (default footage.DEMO_CUTS),
+    rendered into the cache first where needed. Raises footage.FootageError when the footage
+    is missing (the message names the command that fetches it)."""
+    from multicam_testbed import footage
+
+    rendered = footage.prepare(footage.DEMO_CUTS if cuts is None else cuts, say=say)
+    return _footage_server(rendered, port, host)
+
+
+def _footage_server(rendered: Sequence['RenderedCut'], port: int, host: str) -> 'RtspTestServer':
+    width = max(cut.width for cut in rendered)
+    height = max(cut.height for cut in rendered)
+    fps = rendered[0].fps
+    bitrate = int(width * height * fps * FOOTAGE_BITS_PER_PIXEL / 1000)
+    return RtspTestServer(port=port, width=width, height=height, fps=fps, host=host,
+                          sequences=[cut.location for cut in rendered], bitrate_kbps=bitrate)
+
+
 def serve_forever(count: int = 4, port: int = 8554, width: int = 640, height: int = 480,
-                  fps: int = 30) -> int:
-    """Serve test streams until Ctrl-C or SIGTERM; return the process exit code."""
-    server = RtspTestServer(count=count, port=port, width=width, height=height, fps=fps)
+                  fps: int = 30, footage: bool = False) -> int:
+    """Serve test streams until Ctrl-C or SIGTERM; return the process exit code. `footage`:
+    the four demo cameras cut from vtest.avi instead of `count` test patterns."""
     try:
+        if footage:
+            server = footage_server(port=port)
+            width, height, fps, count = server.width, server.height, server.fps, server.count
+        else:
+            server = RtspTestServer(count=count, port=port, width=width, height=height, fps=fps)
         server.start()
-    except (RtspServerError, ValueError) as exc:
+    except (RtspServerError, ValueError, RuntimeError) as exc:
         print('multicam-ros test-streams: %s' % exc, file=sys.stderr, flush=True)
         return 1
 
@@ -271,8 +316,9 @@ def serve_forever(count: int = 4, port: int = 8554, width: int = 640, height: in
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
-        print('Serving %d live H.264 test streams (%dx%d at %d fps):'
-              % (count, width, height, fps), flush=True)
+        what = 'cut from vtest.avi, up to' if footage else ''
+        print('Serving %d live H.264 test streams (%s%dx%d at %d fps):'
+              % (count, what and what + ' ', width, height, fps), flush=True)
         for url in server.urls:
             print('  ' + url, flush=True)
         print('View one with: ffplay -rtsp_transport tcp %s' % server.url(0), flush=True)

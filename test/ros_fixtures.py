@@ -1,7 +1,7 @@
 """Fixtures for tests with real rclpy: own ROS_DOMAIN_ID, own context, node processes."""
 import pytest
 
-from ros_helpers import NodeLauncher, make_context, next_domain_id
+from ros_helpers import LOCALHOST_DISCOVERY, NodeLauncher, make_context, next_domain_id
 
 
 @pytest.fixture
@@ -9,7 +9,8 @@ def ros_domain_id(monkeypatch: pytest.MonkeyPatch) -> int:
     """A domain id of this test's own; child processes inherit it through the environment."""
     domain_id = next_domain_id()
     monkeypatch.setenv('ROS_DOMAIN_ID', str(domain_id))
-    monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    for name, value in LOCALHOST_DISCOVERY.items():  # loopback only, on every distro
+        monkeypatch.setenv(name, value)
     return domain_id
 
 

@@ -29,14 +29,41 @@ def next_domain_id() -> int:
     return next(_domain_ids)
 
 
+# Discovery on loopback only, on every distro: Iron and later read ROS_AUTOMATIC_DISCOVERY_RANGE,
+# Humble's rcl knows only ROS_LOCALHOST_ONLY (Jazzy honours it too, with a deprecation warning;
+# Kilted and later ignore it).
+LOCALHOST_DISCOVERY = {'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST', 'ROS_LOCALHOST_ONLY': '1'}
+
+
 def isolated_env(domain_id: int, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Environment for a child process that only talks to this test's domain, on loopback."""
     env = dict(os.environ)
     env['ROS_DOMAIN_ID'] = str(domain_id)
-    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    env.update(LOCALHOST_DISCOVERY)
     env['PYTHONUNBUFFERED'] = '1'
     env.update(extra or {})
     return env
+
+
+def ros_distro() -> str:
+    """The ROS 2 distribution under test, lower case: ROS_DISTRO where a setup script set it,
+    else told by rclpy's version (the venv's PyPI wheels set no ROS_DISTRO)."""
+    if os.environ.get('ROS_DISTRO'):
+        return os.environ['ROS_DISTRO'].strip().lower()
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        major = int(version('ros-rclpy').split('.')[0])
+    except PackageNotFoundError:
+        import xml.etree.ElementTree as ElementTree
+        from ament_index_python.packages import get_package_share_directory
+        manifest = Path(get_package_share_directory('rclpy')) / 'package.xml'
+        major = int(ElementTree.parse(manifest).getroot().findtext('version').split('.')[0])
+    # rclpy's major version per release: Humble 3, Iron 4, Jazzy 7, Kilted 9 (rolling between
+    # releases counts as the next one).
+    for last_major, distro in ((3, 'humble'), (4, 'iron'), (7, 'jazzy'), (9, 'kilted')):
+        if major <= last_major:
+            return distro
+    return 'rolling'
 
 
 def make_context(domain_id: int) -> Context:

@@ -45,6 +45,18 @@ def test_uncalibrated_has_size_and_zero_intrinsics():
     assert not calib.calibrated and calib.k == [0.0] * 9
 
 
+def test_every_matrix_value_is_a_float(tmp_path):
+    """sensor_msgs/CameraInfo's d, k, r and p are float64 arrays: with strict field checks
+    (ROS_PYTHON_CHECK_FIELDS=1, always on in Humble) an int in them is an error."""
+    loaded = load_calibration(str(write(tmp_path, GOOD)))  # the file's data holds ints
+    for calib in (uncalibrated(640, 480), uncalibrated(640, 480).scaled_to(320, 240),
+                  loaded, loaded.scaled_to(320, 240)):
+        for name in ('d', 'k', 'r', 'p'):
+            values = getattr(calib, name)
+            assert all(type(value) is float for value in values), (name, values)
+    assert uncalibrated(640, 480).r == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+
+
 @pytest.mark.parametrize('text,expected,accepted', [
     ('[1, 2]', 'does not hold a mapping', 'a camera_calibration YAML file'),
     (': : :', 'is not valid YAML (', 'a camera_calibration YAML file'),

@@ -12,7 +12,7 @@ from multicam_ros.system.config import ConfigError, load_config
 from multicam_ros.system.executables import CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE
 from multicam_ros.system.plan import node_plan, parse_log_level, parse_switch
 from multicam_ros.system.supervision import OnExit
-from multicam_ros.system.transport import FASTDDS_PROFILE_ENV, packaged_fastdds_profile, \
+from multicam_ros.system.transport import packaged_fastdds_profile, profile_environment, \
     transport_environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def test_plan_of_three_cameras(three_camera_file: Path, tmp_path: Path):
     # Cameras are restarted when they exit; the detector's exit stops the system.
     assert [n.on_exit for n in plan.nodes] == [OnExit.RESTART] * 3 + [OnExit.STOP_SYSTEM]
     assert all(n.package == 'multicam_ros' for n in plan.nodes)
-    assert plan.environment == {FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
+    assert plan.environment == profile_environment(packaged_fastdds_profile())
     assert set(plan.secrets) >= {SECRET}
 
 
@@ -149,7 +149,7 @@ def test_shipped_example_is_valid():
     plan = node_plan(load_config(str(REPO / 'config' / 'cams.yaml'), environ={}), environ={})
     assert [n.fqn for n in plan.nodes] == ['/cam0/camera_node', '/cam1/camera_node',
                                            '/cam2/camera_node', '/detector']
-    assert plan.environment == {FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
+    assert plan.environment == profile_environment(packaged_fastdds_profile())
 
 
 def test_device_index_and_absolute_video_file(tmp_path: Path):
@@ -191,12 +191,13 @@ def test_valid_names_are_valid_ros_namespaces(tmp_path: Path):
 
 def test_packaged_profile_exists_and_is_the_default():
     assert Path(packaged_fastdds_profile()).is_file()
-    assert transport_environment('package', {}) == {
-        FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
+    assert transport_environment('package', {}) == profile_environment(
+        packaged_fastdds_profile())
 
 
 @pytest.mark.parametrize('environ', [
     {'FASTDDS_DEFAULT_PROFILES_FILE': '/etc/my_profile.xml'},
+    {'FASTRTPS_DEFAULT_PROFILES_FILE': '/etc/my_profile.xml'},
     {'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'},
     {'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'},
 ])
@@ -213,9 +214,9 @@ def test_transport_section(tmp_path: Path):
     none = load_config(str(write(tmp_path, base + 'transport: {fastdds_profile: none}\n')))
     assert node_plan(none, environ={}).environment == {'FASTDDS_BUILTIN_TRANSPORTS': 'DEFAULT'}
     mine = load_config(str(write(tmp_path, base + 'transport: {fastdds_profile: dds/mine.xml}\n')))
-    assert node_plan(mine, environ={}).environment == {FASTDDS_PROFILE_ENV: str(own)}
+    assert node_plan(mine, environ={}).environment == profile_environment(str(own))
     assert node_plan(mine, environ={'RMW_IMPLEMENTATION': 'rmw_fastrtps_dynamic_cpp'}
-                     ).environment == {FASTDDS_PROFILE_ENV: str(own)}
+                     ).environment == profile_environment(str(own))
 
 
 # -- bad configurations: each gives ONE message naming the entry and key -------------------------

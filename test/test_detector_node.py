@@ -167,13 +167,16 @@ def test_bad_frames_skipped_with_one_warning_others_go_on(ros_context, detector_
 @pytest.mark.parametrize('params,words', [
     ({'model.backend': 'onnx'}, 'model.backend'),
     ({'model.backend': 'torchscript', 'model.path': '/nonexistent/model.pt'}, 'model.path'),
-    ({'model.weights': '/nonexistent/weights.pth'}, 'model.weights'),
-    ({'model.name': 'no_such_net', 'model.weights': 'none'}, 'model.name'),
-    ({'device': 'cuda', 'model.weights': 'none'}, 'device'),
-    ({'device': 'tpu', 'model.weights': 'none'}, 'device'),
-    ({'cameras': []}, 'cameras'),
-    ({'max_batch_size': 0}, 'max_batch_size'),
-    ({'tracking.low_score_threshold': 0.9, 'model.weights': 'none'}, 'tracking.low_score'),
+    ({'model.backend': 'torchvision', 'model.weights': '/nonexistent/weights.pth'},
+     'model.weights'),
+    ({'model.backend': 'torchvision', 'model.name': 'no_such_net', 'model.weights': 'none'},
+     'model.name'),
+    ({'model.backend': 'torchvision', 'device': 'cuda', 'model.weights': 'none'}, 'device'),
+    ({'model.backend': 'torchvision', 'device': 'tpu', 'model.weights': 'none'}, 'device'),
+    ({'model.backend': 'torchvision', 'cameras': []}, 'cameras'),
+    ({'model.backend': 'torchvision', 'max_batch_size': 0}, 'max_batch_size'),
+    ({'model.backend': 'torchvision', 'tracking.low_score_threshold': 0.9,
+      'model.weights': 'none'}, 'tracking.low_score'),
 ])
 def test_unusable_configuration_exits_non_zero(node_launcher, params, words):
     params = {'cameras': ['/cam0'], **params}
@@ -190,7 +193,8 @@ def test_overload_drops_frames_and_latency_stays_bounded(node_launcher, ros_cont
     """Six cameras at 15 fps into a real torchvision model on this CPU: far more than it can
     serve. Results must stay fresh (dropped, not queued) and drops must be counted."""
     cameras = [f'/load{i}' for i in range(6)]
-    params = {'cameras': cameras, 'model.name': 'ssdlite320_mobilenet_v3_large',
+    params = {'cameras': cameras, 'model.backend': 'torchvision',
+              'model.name': 'ssdlite320_mobilenet_v3_large',
               'model.weights': 'none', 'device': 'cpu', 'confidence_threshold': 0.0,
               'max_batch_size': 6}
     node_launcher.start(['detector_node', '--ros-args', *ros_args(params)], name='detector')

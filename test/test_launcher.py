@@ -22,7 +22,7 @@ from multicam_ros.system.supervision import RESTART_DELAY_MAX_S, RESTART_DELAY_M
     STABLE_RUN_S
 from multicam_ros.system.supervisor import Child, Output
 from multicam_ros.system.transport import FASTDDS_BUILTIN_TRANSPORTS_ENV, FASTDDS_PROFILE_ENV, \
-    packaged_fastdds_profile
+    FASTRTPS_PROFILE_ENV, packaged_fastdds_profile
 from ros_helpers import REPO, ExecutorThread, TopicRecorder, stamp_ns, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -336,7 +336,8 @@ INLINE_SECRET = 'inline-pa55'
 
 
 def test_launch_file_starts_exactly_the_plan(launch_file_with_stand_ins, tmp_path, monkeypatch):
-    for variable in (FASTDDS_PROFILE_ENV, FASTDDS_BUILTIN_TRANSPORTS_ENV, 'RMW_IMPLEMENTATION'):
+    for variable in (FASTDDS_PROFILE_ENV, FASTRTPS_PROFILE_ENV, FASTDDS_BUILTIN_TRANSPORTS_ENV,
+                     'RMW_IMPLEMENTATION'):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv(PASSWORD_VAR, SECRET)
     # cam0's password is written in its url: it must travel in cam0's environment only.
@@ -350,7 +351,8 @@ def test_launch_file_starts_exactly_the_plan(launch_file_with_stand_ins, tmp_pat
 
     # Written out here, not derived from the plan: a value the launch file drops, or the plan
     # loses, fails this.
-    every = {FASTDDS_PROFILE_ENV: packaged_fastdds_profile()}
+    every = {FASTDDS_PROFILE_ENV: packaged_fastdds_profile(),
+             FASTRTPS_PROFILE_ENV: packaged_fastdds_profile()}
     camera = dict(package='multicam_ros', executable='camera_node', name='camera_node',
                   ros_arguments=['--log-level', 'info'], output='screen')
     assert [node.kwargs for node in nodes] == [

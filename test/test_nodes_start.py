@@ -17,6 +17,7 @@ def graph_has(node: Node, name: str, namespace: str) -> bool:
 NODES = {
     'camera_node': ('camera_node', ['-p', 'url:=rtsp://127.0.0.1:9/unreachable']),
     'detector_node': ('detector', ['-p', 'cameras:=[/cam0]', '-p', 'device:=cpu',
+                                   '-p', 'model.backend:=torchvision',
                                    '-p', 'model.name:=ssdlite320_mobilenet_v3_large',
                                    '-p', 'model.weights:=none']),
 }

@@ -4,6 +4,8 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import pytest
+
 from ros_helpers import REPO, VENV_BIN
 
 CONSOLE_SCRIPTS = ('camera_node', 'detector_node', 'multicam-ros')
@@ -13,10 +15,29 @@ def test_package_xml_declares_real_dependencies():
     root = ElementTree.parse(REPO / 'package.xml').getroot()
     assert root.get('format') == '3'
     depends = {e.text for e in root if e.tag.endswith('depend')}
-    for dep in ('rclpy', 'sensor_msgs', 'std_msgs', 'vision_msgs', 'diagnostic_msgs',
-                'python3-opencv', 'python3-numpy', 'python3-torch'):
+    for dep in ('rclpy', 'rcl_interfaces', 'builtin_interfaces', 'sensor_msgs', 'std_msgs',
+                'vision_msgs', 'diagnostic_msgs', 'ament_index_python', 'launch', 'launch_ros',
+                'ros2launch', 'python3-opencv', 'python3-numpy', 'python3-yaml',
+                'python3-torch', 'python3-torchvision', 'python3-scipy'):
         assert dep in depends, f'package.xml lacks a dependency on {dep}'
+    # LabelInfo and VisionClass first appear in vision_msgs 4.1.0.
+    assert root.find("exec_depend[.='vision_msgs']").get('version_gte') == '4.1.0'
     assert root.find('export/build_type').text == 'ament_python'
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')  # catkin_pkg's use of pyparsing
+@pytest.mark.parametrize('distro, torch_keys', [
+    ('humble', ['python3-torchvision-pip']),  # Ubuntu 22.04's torch 1.8.1 is too old
+    ('jazzy', ['python3-torch', 'python3-torchvision']),
+    ('kilted', ['python3-torch', 'python3-torchvision']),
+])
+def test_package_xml_torch_keys_per_distro(distro, torch_keys):
+    """What rosdep installs for torch on each distro, as catkin_pkg evaluates the conditions."""
+    from catkin_pkg.package import parse_package
+    package = parse_package(str(REPO / 'package.xml'))
+    package.evaluate_conditions({'ROS_DISTRO': distro, 'ROS_VERSION': '2'})
+    keys = [d.name for d in package.exec_depends if d.evaluated_condition and 'torch' in d.name]
+    assert keys == torch_keys
 
 
 def test_no_vision_msgs_package_inside_repository():

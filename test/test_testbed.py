@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from multicam_testbed import (SERVER_SCRIPT, RtspServerError, RtspTestServer,
-                              gstreamer_problem, make_test_clip, system_python)
+from multicam_testbed import (SERVER_SCRIPT, RtspServerError, RtspTestServer, footage,
+                              footage_server, frame_code, gstreamer_problem, make_test_clip,
+                              system_python)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WARMUP_S = 1.0    # frames OpenCV buffered while probing the stream arrive in a burst: skip them
@@ -294,3 +295,100 @@ def test_url_bounds_and_unknown_port() -> None:
         fixed.url(2)
     assert not fixed.running
     fixed.stop()  # stopping a server that never started is harmless
+
+
+# -- real footage: vtest.avi cuts, each frame marked with its source index ----------------------
+
+
+def test_frame_code_round_trip_and_misreads_are_caught() -> None:
+    rng = np.random.default_rng(3)
+    for index in (0, 1, 794, 4095, frame_code.MAX_INDEX):
+        frame = rng.integers(0, 256, (48, 320, 3), dtype=np.uint8)
+        assert frame_code.read(frame_code.paint(frame, index)) == index
+        # JPEG at an ordinary quality keeps it.
+        ok, data = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, 60])
+        assert frame_code.read(cv2.imdecode(data, cv2.IMREAD_COLOR)) == index
+    frame = frame_code.paint(np.zeros((16, 200, 3), np.uint8), 300)
+    assert frame_code.read(np.zeros((16, 200, 3), np.uint8)) is None  # no strip at all
+    block = frame_code.BLOCK_PX
+    for position in range(2, frame_code.BLOCKS):  # any one block misread: None, never wrong
+        broken = frame.copy()
+        cells = broken[-block:, position * block:(position + 1) * block]
+        cells[...] = 255 - cells
+        assert frame_code.read(broken) is None, position
+    with pytest.raises(ValueError):
+        frame_code.paint(np.zeros((8, 100, 3), np.uint8), 1)  # too narrow for the strip
+
+
+def test_cuts_crop_mirror_and_loop() -> None:
+    source = np.zeros((576, 768, 3), np.uint8)
+    source[:, :384] = 200  # left half bright
+    whole, mirrored, cropped, both = footage.DEMO_CUTS
+    assert whole.render(source, 5).shape == (576, 768, 3)
+    assert cropped.render(source, 5).shape == (480, 640, 3)
+    assert cropped.size((768, 576)) == (640, 480) and whole.size((768, 576)) == (768, 576)
+    assert mirrored.render(source, 5)[10, 10, 0] == 0  # the bright half is now on the right
+    assert whole.render(source, 5)[10, 10, 0] == 200
+    for cut in footage.DEMO_CUTS:
+        assert frame_code.read(cut.render(source, 321)) == 321
+        assert cut.source_index(0) == cut.start
+        assert cut.source_index(cut.length) == cut.start  # it loops
+        assert cut.start + cut.length <= 795  # vtest.avi has 795 frames
+    assert len({cut.start for cut in footage.DEMO_CUTS}) == 4
+
+
+@pytest.mark.timeout(120)
+def test_footage_streams_carry_their_source_frames_live(rtsp_gstreamer_ready: None) -> None:
+    """The four demo cameras over RTSP: each at the footage's 10 fps, distinct, and every
+    received frame carries the index of the source frame it shows (and shows it)."""
+    try:
+        server = footage_server(port=0)
+    except footage.FootageError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert server.count == 4 and server.fps == footage.FOOTAGE_FPS
+    with server:
+        results = measure_concurrently(server.urls)
+        received: Dict[int, np.ndarray] = {}
+        indices: List[Optional[int]] = []
+        cap = open_capture(server.url(2))
+        try:
+            for _ in range(12):
+                ok, frame = cap.read()
+                assert ok
+                index = frame_code.read(frame)
+                indices.append(index)
+                if index is not None:
+                    received[index] = frame
+        finally:
+            cap.release()
+    for cut, result in zip(footage.DEMO_CUTS, results):
+        print(f'{cut.name}: {result["fps"]:.1f} fps')
+        assert 0.85 * footage.FOOTAGE_FPS <= result['fps'] <= 1.15 * footage.FOOTAGE_FPS
+        width, height = cut.size((768, 576))
+        assert result['last'].shape == (height, width, 3)
+        first, last = frame_code.read(result['first']), frame_code.read(result['last'])
+        assert first is not None and last is not None
+        assert cut.start <= first < cut.start + cut.length
+        assert cut.start <= last < cut.start + cut.length
+        assert last != first, cut.name + ' looks frozen'
+    # Consecutive frames of one stream carry consecutive source indices: nothing skipped.
+    assert None not in indices, indices
+    assert np.all(np.diff(indices) == 1), indices
+    # A received frame is the rendering of its source frame (through JPEG and H.264), and
+    # looks less like the rendering of the frame before it.
+    cut = footage.DEMO_CUTS[2]
+    sources = footage.source_frames([*received, *(index - 1 for index in received)])
+    for index, frame in received.items():
+        own = mean_abs_diff(frame, cut.render(sources[index], index))
+        before = mean_abs_diff(frame, cut.render(sources[index - 1], index - 1))
+        assert own < 4.0 and own < before, (index, own, before)
+
+
+def test_server_script_rejects_mixed_or_bad_sequences() -> None:
+    base = [sys.executable, '-I', '-S', str(SERVER_SCRIPT)]
+    done = subprocess.run(base + ['--count', '2', '--sequence', '/x/%05d.jpg'],
+                          capture_output=True, text=True, timeout=15)
+    assert done.returncode == 2 and 'exclude each other' in done.stderr
+    done = subprocess.run(base + ['--sequence', '/x/frame.jpg'], capture_output=True, text=True,
+                          timeout=15)
+    assert done.returncode == 2 and 'file pattern' in done.stderr

@@ -13,8 +13,13 @@ DEBIAN_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi
   # Test clips; cmake, a compiler and Python's headers build vision_msgs.
   ffmpeg cmake g++ python3-dev
+  # Fast DDS 2.9 (the 2.x line of Humble and Jazzy): test_transport.py loads the package's
+  # profile with it.
+  libfastrtps-dev fastdds-tools
   # The venv itself, and make for `make test`.
   python3-venv make
+  # The live view's browser test: a real headless Chromium, driven through its chromedriver.
+  chromium chromium-driver
 )
 
 step=''

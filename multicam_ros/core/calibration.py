@@ -34,7 +34,7 @@ class Calibration:
     distortion_model: str = 'plumb_bob'
     d: List[float] = field(default_factory=list)
     k: List[float] = field(default_factory=lambda: [0.0] * 9)
-    r: List[float] = field(default_factory=lambda: [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0])
+    r: List[float] = field(default_factory=lambda: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
     p: List[float] = field(default_factory=lambda: [0.0] * 12)
     camera_name: str = ''
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from multicam_ros.core.frames import InputFrame
-from multicam_ros.core.shm_frames import FrameReader, channel_status
+from multicam_ros.core.shm_frames import FrameReader, channel_status, remove_stale_segments
 
 _LOG = logging.getLogger(__name__)
 _TO_BGR = {'rgb8': cv2.COLOR_RGB2BGR, 'mono8': cv2.COLOR_GRAY2BGR}
@@ -29,8 +29,11 @@ Allocate = Callable[[int], np.ndarray]  # nbytes -> a writable uint8 buffer of t
 
 
 def channel_live(channel: str) -> bool:
-    """Whether a live camera process writes `channel` now (one system call)."""
+    """Whether a live camera process writes `channel` now (one system call). The segment of a
+    writer that died is removed on the way, so no dead camera's segment outlives this check."""
     status = channel_status(channel)
+    if status is not None and not status.writer_alive:
+        remove_stale_segments(channel)
     return status is not None and status.writer_alive
 
 

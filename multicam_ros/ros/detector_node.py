@@ -31,7 +31,6 @@ from multicam_ros.core.frames import InputFrame
 from multicam_ros.core.inference import InferenceWorker, ResultStage
 from multicam_ros.core.models import load_detector
 from multicam_ros.core.models.base import Detections
-from multicam_ros.core.models.preprocess import host_buffer_allocator
 from multicam_ros.core.params import DETECTOR_PARAMS, detector_configs, normalise_cameras
 from multicam_ros.core.shared_input import SharedFrameFeeder, channel_live
 from multicam_ros.core.shm_frames import channel_for_topic, shm_available
@@ -71,6 +70,7 @@ class _CameraState:
         self._lock = threading.Lock()
         self._invalid_frames = 0
         self._last_frame_s: Optional[float] = None
+        self._last_stamp_ns = -1
         self.detections_pub = None
         self.annotated_pub = None
         self.subscription = None  # the image_raw subscription while on that path
@@ -79,6 +79,14 @@ class _CameraState:
     def received(self, now_s: float) -> None:
         with self._lock:
             self._last_frame_s = now_s
+
+    def newer(self, stamp_ns: int) -> bool:
+        """Record `stamp_ns` as taken; False when it is not newer than the last one."""
+        with self._lock:
+            if stamp_ns <= self._last_stamp_ns:
+                return False
+            self._last_stamp_ns = stamp_ns
+            return True
 
     def invalid(self) -> bool:
         """Count an invalid frame; True for the first (warn once)."""
@@ -136,6 +144,7 @@ class DetectorNode(Node):
         self._frame_path = s.frame_path
         self._feeder: Optional[SharedFrameFeeder] = None
         if s.frame_path != SUBSCRIPTION and shm_available():
+            from multicam_ros.core.models.preprocess import host_buffer_allocator  # torch
             domain_id = self.context.get_domain_id()
             self._feeder = SharedFrameFeeder(
                 {camera: channel_for_topic(f'{camera}/image_raw', domain_id)
@@ -201,8 +210,12 @@ class DetectorNode(Node):
             state.path = path
 
     def _put_frame(self, camera: str, frame: InputFrame) -> None:
-        """A frame from shared memory (the feeder's thread)."""
+        """A frame from shared memory (the feeder's thread). Our camera_nodes stamp strictly
+        increasing, so a stamp not newer than the last frame taken is one that already came
+        through the subscription just before the camera moved to shared memory."""
         state = self._cameras[camera]
+        if not state.newer(frame.stamp_ns):
+            return
         state.frames_in.tick()
         state.received(frame.received_s)
         self._collector.put(camera, frame)
@@ -223,6 +236,7 @@ class DetectorNode(Node):
             return
         now_s = time.monotonic()
         state.received(now_s)
+        state.newer(ns_from_stamp(msg.header.stamp))
         self._collector.put(camera, InputFrame(
             image=image, stamp_ns=ns_from_stamp(msg.header.stamp), received_s=now_s,
             frame_id=msg.header.frame_id))

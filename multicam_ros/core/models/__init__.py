@@ -18,6 +18,7 @@ import re
 from typing import List, Optional, Sequence, Tuple
 
 from multicam_ros.core.models.base import BACKENDS, Detections, Detector, ModelConfig
+from multicam_ros.core.models.requirements import require_torch
 from multicam_ros.core.settings import ConfigError
 
 __all__ = ['BACKENDS', 'Detections', 'Detector', 'ModelConfig', 'check_classes', 'first_line',
@@ -32,6 +33,7 @@ _LABELS_WORDS = ('a file of class names: one per line, or a YAML/JSON list (or a
 
 def load_detector(config: ModelConfig) -> Detector:
     """Load the model that `config` describes onto its device, ready for `infer`."""
+    require_torch()  # a too-old torch or torchvision: a ConfigError saying how to get a good one
     device = resolve_device(config.device)
     if config.backend == 'torchvision':
         from multicam_ros.core.models.torchvision_backend import TorchvisionDetector

@@ -18,8 +18,9 @@ BACKENDS = ('nanodet', 'torchvision', 'torchscript', 'ultralytics')
 class ModelConfig:
     """The detector's model settings (`model.*` plus the common ones), checked on creation."""
 
-    backend: str = setting('torchvision', 'Model back-end.', choices=BACKENDS,
-                           name='model.backend')
+    backend: str = setting('nanodet', 'Model back-end: nanodet is NanoDet-g (COCO, 80 classes), '
+                           'converted into the cache by `multicam-ros models fetch`.',
+                           choices=BACKENDS, name='model.backend')
     name: str = setting('fasterrcnn_mobilenet_v3_large_320_fpn', 'torchvision detection '
                         'architecture (backend torchvision).', name='model.name')
     weights: str = setting(
