@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 
 help:
 	@echo "make setup   install everything into $(VENV) (Debian packages, ROS 2 wheels, torch)"
-	@echo "make demo    four live test cameras, one shared detector, until Ctrl-C"
+	@echo "make demo    four cameras of real street footage, NanoDet-g, the live view, until Ctrl-C"
 	@echo "make test    run the whole test suite"
 	@echo "make test-gpu  run the CUDA tests (needs a GPU)"
 	@echo "make lint    flake8 at 99 columns"

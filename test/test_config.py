@@ -374,7 +374,8 @@ BAD_CONFIGS = {
                                        'cams.yaml: detector: model.backend: given twice'),
     'detector backend choice': (CAM + 'detector: {model: {backend: onnx}}\n',
                                 "cams.yaml: detector: model.backend: 'onnx' is not a choice; "
-                                "accepted: one of 'torchvision', 'torchscript', 'ultralytics'"),
+                                "accepted: one of 'nanodet', 'torchvision', 'torchscript', "
+                                "'ultralytics'"),
     'detector batch range': (CAM + 'detector: {max_batch_size: 0}\n',
                              'cams.yaml: detector: max_batch_size: 0 is out of range; accepted: '
                              'an integer from 1 to 256'),

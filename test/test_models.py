@@ -160,7 +160,7 @@ def test_default_weights_without_network_say_so(tmp_path, monkeypatch):
 
 def test_unknown_backend_and_model_name():
     with pytest.raises(ConfigError, match=r"^model.backend: 'onnx' is not a choice; "
-                                          r"accepted: one of 'torchvision'"):
+                                          r"accepted: one of 'nanodet', 'torchvision'"):
         load_detector(_config(backend='onnx'))
     with pytest.raises(ConfigError, match=r"^model.name: 'yolo9000' is not a torchvision "
                                           r"detection model; accepted: .*'fcos_resnet50_fpn'"):

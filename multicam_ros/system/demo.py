@@ -28,11 +28,6 @@ from multicam_testbed.footage import FootageError
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / 'config' / 'demo.yaml'
 DEMO_PORT = 8554
-# On a CPU the detector shares the cores with the four cameras and the streams. OpenMP's
-# threads in torch spin while they wait by default, which under such contention made one
-# batch of four NanoDet-g frames take 0.9-2.1 s instead of 0.4-0.6 s (2 cores, measured);
-# passive waiting gives the cores back. Set only where the user has not chosen.
-OPENMP_WAIT = ('OMP_WAIT_POLICY', 'PASSIVE')
 
 
 class RunningView(Protocol):
@@ -150,7 +145,6 @@ def _demo(port: int, listen: Optional[ListenerFactory], view: Optional[ViewFacto
         say('the detector loads NanoDet-g (first start on a CPU: about 10 s); '
             'Ctrl-C stops everything')
         url = running_view.url if running_view is not None else ''
-        os.environ.setdefault(*OPENMP_WAIT)  # the nodes inherit it
         watcher = _FirstDetections(listen, namespaces, url) if listen is not None else None
         with tempfile.TemporaryDirectory(prefix='multicam-demo-') as folder:
             path = Path(folder) / 'demo.yaml'
