@@ -149,20 +149,3 @@ def check_fields(config: Any, prefix: str = '') -> None:
     for s in settings_of(type(config), prefix):
         value = getattr(config, s.field)
         s.check(list(value) if isinstance(value, tuple) else value)
-
-
-def check_all(settings: Iterable[Setting], values: Mapping[str, Any]) -> Dict[str, Any]:
-    """Every value of `values` checked against its setting (unknown keys are the caller's);
-    all problems raised together."""
-    known = by_name(settings)
-    checked, problems = {}, []
-    for key, value in values.items():
-        if key not in known:
-            continue
-        try:
-            checked[key] = known[key].check(value)
-        except ConfigError as exc:
-            problems += exc.problems
-    if problems:
-        raise ConfigError(*problems)
-    return checked

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional
 
 import cv2
 import numpy as np
@@ -67,10 +67,6 @@ class SharedFrameFeeder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name='shared_input', daemon=True)
 
-    @property
-    def cameras(self) -> Sequence[str]:
-        return tuple(self._channels)
-
     def channel(self, camera: str) -> str:
         return self._channels[camera]
 
@@ -78,10 +74,6 @@ class SharedFrameFeeder:
         """Feed `camera` from shared memory (True) or leave it to the subscription (False)."""
         with self._lock:
             self._active[camera] = active
-
-    def active(self, camera: str) -> bool:
-        with self._lock:
-            return self._active[camera]
 
     def counts(self, camera: str) -> SharedCounts:
         with self._lock:

@@ -77,13 +77,11 @@ class _CameraState:
         self.subscription = None  # the image_raw subscription while on that path
         self.path = SUBSCRIPTION  # where its frames come from now (only that path is taken)
 
-    def received(self, now_s: float) -> None:
+    def received(self, now_s: float, stamp_ns: int) -> bool:
+        """Record a frame that arrived at `now_s` (monotonic); False when its stamp is not
+        newer than every stamp taken before."""
         with self._lock:
             self._last_frame_s = now_s
-
-    def newer(self, stamp_ns: int) -> bool:
-        """Record `stamp_ns` as taken; False when it is not newer than the last one."""
-        with self._lock:
             if stamp_ns <= self._last_stamp_ns:
                 return False
             self._last_stamp_ns = stamp_ns
@@ -215,10 +213,9 @@ class DetectorNode(Node):
         increasing, so a stamp not newer than the last frame taken is one that already came
         through the subscription just before the camera moved to shared memory."""
         state = self._cameras[camera]
-        if not state.newer(frame.stamp_ns):
+        if not state.received(frame.received_s, frame.stamp_ns):
             return
         state.frames_in.tick()
-        state.received(frame.received_s)
         self._collector.put(camera, frame)
 
     def _on_image(self, camera: str, msg: Image) -> None:
@@ -236,11 +233,10 @@ class DetectorNode(Node):
                     'len(data) == step * height')
             return
         now_s = time.monotonic()
-        state.received(now_s)
-        state.newer(ns_from_stamp(msg.header.stamp))
-        self._collector.put(camera, InputFrame(
-            image=image, stamp_ns=ns_from_stamp(msg.header.stamp), received_s=now_s,
-            frame_id=msg.header.frame_id))
+        stamp_ns = ns_from_stamp(msg.header.stamp)
+        state.received(now_s, stamp_ns)  # any publisher's frames are taken, in any order
+        self._collector.put(camera, InputFrame(image=image, stamp_ns=stamp_ns,
+                                               received_s=now_s, frame_id=msg.header.frame_id))
 
     # -- output (result stage thread) --------------------------------------------------------
 
@@ -248,7 +244,6 @@ class DetectorNode(Node):
         if self._stopping.is_set():
             return
         state = self._cameras[camera]
-        header = Header(stamp=stamp_from_ns(frame.stamp_ns), frame_id=frame.frame_id)
         track_ids = np.full(len(detections), NO_TRACK_ID, dtype=np.int64)
         if state.tracker is not None:
             track_ids = state.tracker.update(detections, frame.stamp_ns / 1e9).track_ids
@@ -261,10 +256,12 @@ class DetectorNode(Node):
         state.processed.tick()
         if self._annotate == 'always' or (
                 self._annotate == 'auto' and state.annotated_pub.get_subscription_count() > 0):
-            labels = [f'#{t}' if t != NO_TRACK_ID else '' for t in track_ids.tolist()]
+            ids = track_ids.tolist()
+            labels = [f'#{t}' if t != NO_TRACK_ID else '' for t in ids]
             trails = state.tracker.trails() if state.tracker is not None else {}
             canvas = draw_detections(frame.image, detections, self._detector.class_names,
-                                     labels, [trails.get(t) for t in track_ids.tolist()])
+                                     labels, [trails.get(t) for t in ids])
+            header = Header(stamp=stamp_from_ns(frame.stamp_ns), frame_id=frame.frame_id)
             state.annotated_pub.publish(image_from_array(canvas, 'bgr8', header))
 
     def _detections_out(self, frame: InputFrame, detections: Detections,
