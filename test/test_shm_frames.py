@@ -50,8 +50,10 @@ def frame_id_for(seq: int, pool_crcs: List[int]) -> str:
 def run_writer(mode: str, channel: str, width: int, height: int, count: int,
                slot_count: int) -> None:
     """Writer process: ``hammer`` writes ``count`` frames (0: until killed, at most
-    WRITER_LIFETIME_S) as fast as it can; ``stall`` writes ``count`` frames, then stops half-way
-    through filling the next one; ``exit`` writes ``count`` frames and exits without close()."""
+    WRITER_LIFETIME_S) as fast as it can; ``hold`` writes ``count`` frames, then keeps the
+    channel open until a line arrives on stdin and closes it; ``stall`` writes ``count`` frames,
+    then stops half-way through filling the next one; ``exit`` writes ``count`` frames and exits
+    without close()."""
     pool = frame_pool(width, height)
     crcs = [zlib.crc32(image) for image in pool]
     writer = FrameWriter(channel, max_bytes=width * height * 3, slot_count=slot_count)
@@ -67,6 +69,9 @@ def run_writer(mode: str, channel: str, width: int, height: int, count: int,
         target[:half] = pool[(seq + 1) % POOL_SIZE][:half]
         print(f'stalled {seq}', flush=True)
         time.sleep(3600)
+    if mode == 'hold':
+        print(f'written {writer.seq}', flush=True)
+        sys.stdin.readline()
     if mode == 'exit':
         print(f'done {writer.seq}', flush=True)
         return  # the interpreter's exit unlinks the segment (a finalizer), not close()
@@ -90,7 +95,7 @@ class WriterProcess:
                  slot_count: int = 2) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, mode, channel, str(width), str(height), str(count),
-             str(slot_count)], stdout=subprocess.PIPE, text=True)
+             str(slot_count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         WriterProcess.running.append(self)
         self._lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -110,6 +115,10 @@ class WriterProcess:
                                  f'(waiting for {word!r})') from None
         assert line.startswith(word), f'writer said {line!r}, expected {word!r}'
         return line
+
+    def say(self, line: str) -> None:
+        self.proc.stdin.write(line + '\n')
+        self.proc.stdin.flush()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -348,12 +357,16 @@ def test_restart_with_another_resolution_and_reader_first(channel: str) -> None:
         assert reader.read_into(buffer) is None and not reader.writer_alive()
         epochs = []
         for width, height in ((640, 480), (1280, 720)):
-            writer = WriterProcess('hammer', channel, width, height, count=200)
+            # 'hold': on a busy machine 200 frames can be written before the reader looks,
+            # so the writer keeps its last frame up until the reader has taken one
+            writer = WriterProcess('hold', channel, width, height, count=200)
             writer.expect('ready')
             info = wait_for(lambda: reader.read_into(buffer), f'a {width}x{height} frame')
             check_frame(info, buffer)
             assert (info.width, info.height) == (width, height)
             epochs.append(info.epoch)
+            writer.say('close')
+            writer.expect('written')
             writer.expect('done')
             assert writer.finish() == 0
             assert channel_status(channel) is None  # a clean exit unlinks its segment
