@@ -62,6 +62,10 @@ class CameraSettings:
         True, "Also offer each frame to this package's detector on this host through shared "
         'memory (one copy instead of an image message). image_raw is then built only while '
         'it has subscribers. Off: topics only.')
+    cpu_niceness: int = setting(
+        0, 'Lower the CPU priority of this camera process by this much (Linux nice, 0 to 19). '
+        'On a host short of CPU, cameras then drop frames before the shared detector is '
+        'slowed.', min_value=0, max_value=19)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from multicam_ros.core.diagnostics import CAMERA_SUFFIX, CameraReport, report_na
 from multicam_ros.core.frames import Frame
 from multicam_ros.core.imaging import make_no_signal_frame, output_size, prepare_frame
 from multicam_ros.core.params import CAMERA_PARAMS, camera_configs
+from multicam_ros.core.process import lower_cpu_priority
 from multicam_ros.core.shm_frames import ChannelBusyError, FrameWriter, channel_for_topic, \
     shm_available
 from multicam_ros.core.sources import native_log_warning, validate_source
@@ -61,6 +62,8 @@ class CameraNode(Node):
         self._shared: Optional[FrameWriter] = None
         s, capture_options = camera_configs(declare_params(self, CAMERA_PARAMS))
         self._settings = s
+        if s.cpu_niceness:
+            lower_cpu_priority(s.cpu_niceness)  # before the capture thread starts
         self._source = validate_source(s.url, s.password_env)
         leak_warning = native_log_warning(self._source)
         if leak_warning:
