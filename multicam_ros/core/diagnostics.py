@@ -55,6 +55,11 @@ class CameraReport:
     shared_memory: str = ''  # the frames' shared-memory segment, or why there is none
 
 
+# ServedCameraReport.source: live (frames arrive), waiting (none yet), no_signal (the camera
+# publishes its NO SIGNAL picture), silent (nothing for a while). Only live is "up".
+SOURCE_STATES = ('live', 'waiting', 'no_signal', 'silent')
+
+
 @dataclass(frozen=True)
 class ServedCameraReport:
     """What the detector reports for each camera it serves."""
@@ -71,6 +76,9 @@ class ServedCameraReport:
     results_dropped: int = 0  # results replaced before the output stage took them
     input_path: str = 'subscription'  # where its frames come from: subscription, shared_memory
     shared_memory_torn: int = 0  # shared-memory copies discarded as overwritten mid-copy
+    source: str = 'live'  # one of SOURCE_STATES: is the camera itself delivering pictures?
+    frames_too_large: int = 0  # refused before any copy: over max_frame_pixels/max_frame_bytes
+    stamps_invalid: int = 0  # header stamp zero or in the future: kept out of the latency
 
 
 @dataclass(frozen=True)

@@ -360,9 +360,6 @@ OPENMP_WAIT = ('OMP_WAIT_POLICY', 'PASSIVE')
 
 def main(args=None) -> int:
     os.environ.setdefault(*OPENMP_WAIT)  # before torch starts its threads (load_detector)
-    switch_ms = os.environ.get('MULTICAM_ROS_GIL_SWITCH_MS')  # experiment (bench/NOTES.md)
-    if switch_ms:
-        sys.setswitchinterval(float(switch_ms) / 1000.0)
     use_large_frame_transport()  # it sends full-size annotated images
     return run_node(DetectorNode, 'detector_node', args)
 
