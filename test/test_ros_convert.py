@@ -8,7 +8,8 @@ from vision_msgs.msg import Detection2DArray
 
 from multicam_ros.core.drawing import draw_detections
 from multicam_ros.core.models.base import Detections
-from multicam_ros.ros.convert import array_from_image, bgr_from_image, image_from_array
+from multicam_ros.ros.convert import array_from_image, bgr_from_image, image_from_array, \
+    stamp_from_ns
 from multicam_ros.ros.detections_cdr import detection_array_bytes, detection_array_message, \
     serialization_matches
 
@@ -91,3 +92,24 @@ def test_detections_as_bytes_read_back_as_the_message_objects():
         assert built == detection_array_message(*case)
         assert [d.id for d in built.detections] == ids
     assert serialization_matches()
+
+
+def test_image_read_from_its_bytes_matches_rclpy_and_refuses_broken_ones():
+    """image_cdr reads the header fields and a view of the pixels from serialized bytes, the
+    same as rclpy's own reading; truncated or lying bytes give None, never an exception."""
+    from rclpy.serialization import serialize_message
+    from multicam_ros.ros.image_cdr import read_image, reading_matches
+    assert reading_matches()
+    frame = np.arange(7 * 5 * 3, dtype=np.uint8).reshape(7, 5, 3)
+    msg = image_from_array(frame, 'bgr8', Header(stamp=stamp_from_ns(12_000_000_345),
+                                                 frame_id='a'))
+    blob = serialize_message(msg)
+    raw = read_image(blob)
+    assert (raw.stamp_ns, raw.frame_id, raw.width, raw.height, raw.step) == \
+        (12_000_000_345, 'a', 5, 7, 15)
+    assert np.array_equal(bgr_from_image(raw), frame)
+    for broken in (blob[:-1], blob[:30], b'', b'\x01\x00' + blob[2:]):  # short; big endian
+        assert read_image(broken) is None
+    lying = bytearray(blob)
+    lying[-len(frame.tobytes()) - 4:-len(frame.tobytes())] = (10**9).to_bytes(4, 'little')
+    assert read_image(bytes(lying)) is None  # a data length longer than the bytes

@@ -137,3 +137,28 @@ def parse(cls: Type[R], pairs: Mapping[str, str]) -> Optional[R]:
         except ValueError:
             return None
     return cls(**kwargs)
+
+
+SILENT_AFTER_S = 3.0  # as long as a camera_node waits before it reconnects (read_timeout_s)
+SILENT_AFTER_INTERVALS = 3.0  # ... or this many of the camera's usual frame intervals
+FUTURE_STAMP_TOLERANCE_NS = 1_000_000_000  # clocks of two hosts may differ a little
+
+
+def source_state(now_s: float, last_frame_s: Optional[float],
+                 last_no_signal_s: Optional[float], usual_interval_s: float = 0.0) -> str:
+    """ServedCameraReport.source from what the detector saw of one camera (monotonic times):
+    no_signal while the newest thing it sent was a NO SIGNAL picture, silent when nothing came
+    for SILENT_AFTER_S (or SILENT_AFTER_INTERVALS of a slow camera's usual interval)."""
+    if last_no_signal_s is not None and (last_frame_s is None or last_no_signal_s > last_frame_s):
+        return 'no_signal'
+    if last_frame_s is None:
+        return 'waiting'
+    if now_s - last_frame_s > max(SILENT_AFTER_S, SILENT_AFTER_INTERVALS * usual_interval_s):
+        return 'silent'
+    return 'live'
+
+
+def stamp_plausible(stamp_ns: int, now_ns: int) -> bool:
+    """False for a header stamp of zero or in the future: such frames are counted
+    (stamps_invalid) and kept out of the latency figures."""
+    return 0 < stamp_ns <= now_ns + FUTURE_STAMP_TOLERANCE_NS

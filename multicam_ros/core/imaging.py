@@ -85,6 +85,11 @@ def _fit_text_scale(text: str, font: int, thickness: int, max_width_px: int,
     return max(0.1, min(by_width, by_height))
 
 
+# header.frame_id of every NO SIGNAL picture on image_raw: the mark a consumer can check (with
+# no camera_info beside it). Never a frame of the scene, so the detector never runs on it.
+NO_SIGNAL_FRAME_ID = 'no_signal'
+
+
 def make_no_signal_frame(width: int, height: int, text: str = 'NO SIGNAL',
                          detail: str = '') -> np.ndarray:
     """A BGR frame that cannot be mistaken for video: dark, red border, big red banner.

@@ -97,6 +97,14 @@ class DetectorSettings:
         'camera_node of this package on this host writes it, else from its image_raw '
         'subscription; subscription or shared_memory force one path for every camera.',
         choices=FRAME_PATHS)
+    max_frame_pixels: int = setting(
+        4096 * 4096, 'Largest frame accepted, in pixels (width x height); larger ones are '
+        'refused before any copy and counted per camera (frames_too_large). The default takes '
+        '4K UHD and refuses what no camera sends.', min_value=1, max_value=2**31 - 1)
+    max_frame_bytes: int = setting(
+        64 * 2**20, 'Largest frame accepted, in bytes of image data (step x height); larger '
+        'ones are refused before any copy and counted per camera (frames_too_large).',
+        min_value=1, max_value=2**31 - 1)
     tracking: bool = setting(
         True, 'Track objects per camera and put the track id in Detection2D.id.',
         name='tracking.enabled')

@@ -48,6 +48,7 @@ class SharedCounts:
 
     frames: int  # taken from shared memory
     torn: int  # copies discarded because the camera overwrote the slot meanwhile
+    too_large: int = 0  # refused before the copy: over the size limits
 
 
 class SharedFrameFeeder:
@@ -55,14 +56,18 @@ class SharedFrameFeeder:
     with `put(camera, frame)`. Each reader belongs to this feeder's thread alone."""
 
     def __init__(self, channels: Dict[str, str], put: Callable[[str, InputFrame], None],
-                 allocate: Allocate = plain_buffer, poll_period_s: float = 0.002) -> None:
+                 allocate: Allocate = plain_buffer, poll_period_s: float = 0.002,
+                 max_pixels: int = 2**31 - 1, max_bytes: int = 2**31 - 1) -> None:
         self._channels = dict(channels)  # camera -> channel
+        self._max_pixels = max_pixels
+        self._max_bytes = max_bytes
         self._put = put
         self._allocate = allocate
         self._poll_period_s = poll_period_s
         self._active = {camera: False for camera in channels}
         self._readers: Dict[str, FrameReader] = {}
         self._counts = {camera: SharedCounts(0, 0) for camera in channels}
+        self._torn_before = {camera: 0 for camera in channels}  # of readers since replaced
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name='shared_input', daemon=True)
@@ -112,10 +117,19 @@ class SharedFrameFeeder:
         announced = reader.poll()
         if announced is None:
             return False
+        if (announced.width * announced.height > self._max_pixels
+                or announced.nbytes > self._max_bytes):
+            reader.skip(announced)  # refused before any copy or allocation
+            self._count(camera, reader, too_large=1)
+            if self.counts(camera).too_large == 1:
+                _LOG.warning('%s: refusing %dx%d frames from shared memory (%d bytes): over '
+                             'max_frame_pixels %d or max_frame_bytes %d', camera,
+                             announced.width, announced.height, announced.nbytes,
+                             self._max_pixels, self._max_bytes)
+            return False
         buffer = self._allocate(announced.nbytes)
         info = reader.read_into(buffer)
-        with self._lock:
-            self._counts[camera] = SharedCounts(reader.taken_count, reader.torn_count)
+        self._count(camera, reader, frames=int(info is not None))
         if info is None:
             return False
         image = info.view(buffer)
@@ -125,7 +139,16 @@ class SharedFrameFeeder:
                                      received_s=time.monotonic(), frame_id=info.frame_id))
         return True
 
+    def _count(self, camera: str, reader: FrameReader, frames: int = 0,
+               too_large: int = 0) -> None:
+        with self._lock:
+            old = self._counts[camera]
+            self._counts[camera] = SharedCounts(
+                old.frames + frames, self._torn_before[camera] + reader.torn_count,
+                old.too_large + too_large)
+
     def _drop_reader(self, camera: str) -> None:
         reader: Optional[FrameReader] = self._readers.pop(camera, None)
         if reader is not None:
+            self._torn_before[camera] += reader.torn_count
             reader.close()

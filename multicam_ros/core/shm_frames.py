@@ -395,6 +395,12 @@ class FrameReader:
             return info
         return None
 
+    def skip(self, info: FrameInfo) -> None:
+        """Take the frame ``poll`` announced without copying it (one the caller refuses), so
+        that it is not announced again."""
+        if info._attachment == self._attachment and self._segment is not None:
+            self._take(info)
+
     def read(self) -> Optional[Tuple[FrameInfo, np.ndarray]]:
         """Like ``read_into``, into a new array of the frame's shape."""
         if self.poll() is None or self._segment is None:

@@ -20,7 +20,8 @@ from multicam_ros.core.calibration import Calibration, load_calibration, uncalib
 from multicam_ros.core.capture import CaptureState, CaptureWorker
 from multicam_ros.core.diagnostics import CAMERA_SUFFIX, CameraReport, report_name
 from multicam_ros.core.frames import Frame
-from multicam_ros.core.imaging import make_no_signal_frame, output_size, prepare_frame
+from multicam_ros.core.imaging import NO_SIGNAL_FRAME_ID, make_no_signal_frame, output_size, \
+    prepare_frame
 from multicam_ros.core.params import CAMERA_PARAMS, camera_configs
 from multicam_ros.core.process import lower_cpu_priority
 from multicam_ros.core.shm_frames import ChannelBusyError, FrameWriter, channel_for_topic, \
@@ -219,14 +220,16 @@ class CameraNode(Node):
         return output_size(*FALLBACK_SIZE, *self._size)
 
     def _publish_no_signal(self) -> None:
-        """A clearly marked picture, without camera_info: it is not an image of the scene."""
+        """A clearly marked picture, without camera_info: it is not an image of the scene.
+        Its header says so (frame_id NO_SIGNAL_FRAME_ID); it never goes to shared memory, so
+        the detector never runs the model on it."""
         width, height = self._no_signal_size()
         stats = self._worker.snapshot()
         detail = f'{self.get_namespace().strip("/") or "camera"}: {stats.state.value}'
         pixels = prepare_frame(make_no_signal_frame(width, height, detail=detail),
                                encoding=self._encoding)
         stamp_ns = self._next_stamp_ns(self.get_clock().now().nanoseconds)
-        header = Header(stamp=stamp_from_ns(stamp_ns), frame_id=self._frame_id)
+        header = Header(stamp=stamp_from_ns(stamp_ns), frame_id=NO_SIGNAL_FRAME_ID)
         self._image_pub.publish(image_from_array(pixels, self._encoding, header))
         self._no_signal_published += 1
 

@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -26,9 +26,10 @@ from vision_msgs.msg import Detection2DArray, LabelInfo, VisionClass
 
 from multicam_ros.core.batching import BatchCollector
 from multicam_ros.core.diagnostics import MODEL_SUFFIX, ModelReport, ServedCameraReport, \
-    report_name
+    report_name, source_state, stamp_plausible
 from multicam_ros.core.drawing import draw_detections
 from multicam_ros.core.frames import InputFrame
+from multicam_ros.core.imaging import NO_SIGNAL_FRAME_ID
 from multicam_ros.core.inference import InferenceWorker, ResultStage
 from multicam_ros.core.models import load_detector
 from multicam_ros.core.models.base import Detections
@@ -41,10 +42,10 @@ from multicam_ros.ros.convert import bgr_from_image, diagnostic_status, image_fr
     ns_from_stamp, stamp_from_ns
 from multicam_ros.ros.detections_cdr import detection_array_bytes, detection_array_message, \
     serialization_matches
+from multicam_ros.ros.image_cdr import read_image, reading_matches
 from multicam_ros.ros.node_main import CORE_LOGGER, declare_params, forward_core_logs, \
     image_qos, on_param_change, run_node, use_large_frame_transport
 
-STALE_CAMERA_S = 5.0  # a camera with no frame for this long is reported as WARN
 PATH_CHECK_PERIOD_S = 0.5  # how often frame_path auto looks for cameras' shared memory
 SHARED_MEMORY = 'shared_memory'
 SUBSCRIPTION = 'subscription'
@@ -57,9 +58,18 @@ def keep_published(detections: Detections, track_ids: np.ndarray,
     return (detections.scores >= threshold) | (track_ids != NO_TRACK_ID)
 
 
+class _InputCounts(NamedTuple):
+    invalid: int
+    too_large: int
+    stamps_invalid: int
+    last_frame_s: Optional[float]  # time.monotonic() of the last good frame
+    last_no_signal_s: Optional[float]  # ... of the last NO SIGNAL picture
+    usual_interval_s: float  # smoothed time between frames
+
+
 class _CameraState:
-    """Per-camera publishers, meters and tracker. The input side (`frames_in`, `invalid_frames`,
-    `last_frame_s`) is written by the subscription callback, the output side (`tracker`,
+    """Per-camera publishers, meters and tracker. The input side (`frames_in`, the counts of
+    refused frames, arrival times) is written by the input paths, the output side (`tracker`,
     `processed`, `latency`) only by the result stage's thread; the meters lock themselves and
     `_lock` guards the plain counters that the diagnostics timer reads."""
 
@@ -70,18 +80,27 @@ class _CameraState:
         self.latency = LatencyWindow()
         self._lock = threading.Lock()
         self._invalid_frames = 0
+        self._too_large = 0
+        self._stamps_invalid = 0
         self._last_frame_s: Optional[float] = None
+        self._last_no_signal_s: Optional[float] = None
+        self._interval_s = 0.0
         self._last_stamp_ns = -1
         self.detections_pub = None
         self.annotated_pub = None
         self.subscription = None  # the image_raw subscription while on that path
         self.path = SUBSCRIPTION  # where its frames come from now (only that path is taken)
 
-    def received(self, now_s: float, stamp_ns: int) -> bool:
-        """Record a frame that arrived at `now_s` (monotonic); False when its stamp is not
-        newer than every stamp taken before."""
+    def received(self, now_s: float, stamp_ns: int, now_ns: int) -> bool:
+        """Record a frame that arrived at `now_s` (monotonic) with header stamp `stamp_ns`
+        (ROS time now: `now_ns`); False when its stamp is not newer than every stamp taken
+        before."""
         with self._lock:
+            if self._last_frame_s is not None:
+                self._interval_s += 0.1 * (now_s - self._last_frame_s - self._interval_s)
             self._last_frame_s = now_s
+            if not stamp_plausible(stamp_ns, now_ns):
+                self._stamps_invalid += 1
             if stamp_ns <= self._last_stamp_ns:
                 return False
             self._last_stamp_ns = stamp_ns
@@ -93,10 +112,21 @@ class _CameraState:
             self._invalid_frames += 1
             return self._invalid_frames == 1
 
-    def input_counts(self) -> tuple:
-        """(invalid frames, time.monotonic() of the last good frame or None)."""
+    def too_large(self) -> bool:
+        """Count a frame refused for its size; True for the first (warn once)."""
         with self._lock:
-            return self._invalid_frames, self._last_frame_s
+            self._too_large += 1
+            return self._too_large == 1
+
+    def no_signal(self, now_s: float) -> None:
+        """The camera sent its NO SIGNAL picture: it is down, and that is no frame."""
+        with self._lock:
+            self._last_no_signal_s = now_s
+
+    def input_counts(self) -> _InputCounts:
+        with self._lock:
+            return _InputCounts(self._invalid_frames, self._too_large, self._stamps_invalid,
+                                self._last_frame_s, self._last_no_signal_s, self._interval_s)
 
 
 class DetectorNode(Node):
@@ -122,10 +152,17 @@ class DetectorNode(Node):
             f'model ready in {time.monotonic() - started_s:.1f} s: {self._detector.description}'
             f' on {self._detector.device}, {len(self._detector.class_names)} classes')
         self._annotate = s.annotate
+        self._max_pixels, self._max_bytes = s.max_frame_pixels, s.max_frame_bytes
         self._raw_detections = serialization_matches()
         if not self._raw_detections:
             self.get_logger().info('detections are built as message objects: this middleware '
                                    'serializes them differently from detections_cdr.py')
+        self._raw_images = reading_matches()
+        if not self._raw_images:
+            self.get_logger().warning(
+                'image_raw is received as message objects: this middleware serializes Image '
+                'differently from image_cdr.py, so frame sizes are checked only after rclpy '
+                'has copied them')
         on_param_change(self, DETECTOR_PARAMS,
                         {'annotate': lambda mode: setattr(self, '_annotate', mode)})
 
@@ -148,7 +185,8 @@ class DetectorNode(Node):
             self._feeder = SharedFrameFeeder(
                 {camera: channel_for_topic(f'{camera}/image_raw', domain_id)
                  for camera in cameras},
-                self._put_frame, allocate=host_buffer_allocator(self._detector.device)).start()
+                self._put_frame, allocate=host_buffer_allocator(self._detector.device),
+                max_pixels=s.max_frame_pixels, max_bytes=s.max_frame_bytes).start()
         elif s.frame_path == SHARED_MEMORY:
             self.get_logger().warning('frame_path shared_memory: shared memory is not usable '
                                       'on this host; taking every camera from image_raw')
@@ -203,7 +241,7 @@ class DetectorNode(Node):
                     Image, f'{camera}/image_raw',
                     lambda msg, camera=camera: self._on_image(camera, msg), self._input_qos,
                     # with executor_threads > 1: cameras in parallel, each camera's alone
-                    callback_group=MutuallyExclusiveCallbackGroup())
+                    callback_group=MutuallyExclusiveCallbackGroup(), raw=self._raw_images)
             if path != state.path:
                 self.get_logger().info(f'{camera}: frames from {path.replace("_", " ")}')
             state.path = path
@@ -213,30 +251,57 @@ class DetectorNode(Node):
         increasing, so a stamp not newer than the last frame taken is one that already came
         through the subscription just before the camera moved to shared memory."""
         state = self._cameras[camera]
-        if not state.received(frame.received_s, frame.stamp_ns):
+        if not state.received(frame.received_s, frame.stamp_ns, self._now_ns()):
             return
         state.frames_in.tick()
         self._collector.put(camera, frame)
 
-    def _on_image(self, camera: str, msg: Image) -> None:
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_image(self, camera: str, msg) -> None:
+        """A frame from image_raw: serialized bytes (read by image_cdr before any copy of the
+        pixels) or, where that reader does not match the middleware, an Image."""
         state = self._cameras[camera]
         if state.path != SUBSCRIPTION:
             return  # a message still in flight when the camera moved to shared memory
+        now_s = time.monotonic()
+        if self._raw_images:
+            image_msg = read_image(msg)
+            if image_msg is None:
+                if state.invalid():
+                    self.get_logger().warning(f'{camera}: skipping image_raw samples that are '
+                                              'not a well-formed sensor_msgs/Image')
+                return
+            stamp_ns, frame_id = image_msg.stamp_ns, image_msg.frame_id
+        else:
+            image_msg = msg
+            stamp_ns, frame_id = ns_from_stamp(msg.header.stamp), msg.header.frame_id
+        if frame_id == NO_SIGNAL_FRAME_ID:
+            state.no_signal(now_s)  # the camera is down; its picture is not a frame
+            return
         state.frames_in.tick()
-        image = bgr_from_image(msg)
+        if (image_msg.width * image_msg.height > self._max_pixels
+                or max(image_msg.step * image_msg.height, len(image_msg.data)) > self._max_bytes):
+            if state.too_large():  # once per camera; the count goes on in diagnostics
+                self.get_logger().warning(
+                    f'{camera}: refusing {image_msg.width}x{image_msg.height} frames of '
+                    f'{len(image_msg.data)} bytes: over max_frame_pixels {self._max_pixels} or '
+                    f'max_frame_bytes {self._max_bytes}')
+            return
+        image = bgr_from_image(image_msg)
         if image is None:
             if state.invalid():  # once per camera; the count goes on in diagnostics
                 self.get_logger().warning(
-                    f'{camera}: skipping frames with encoding {msg.encoding!r}, '
-                    f'{msg.width}x{msg.height}, step {msg.step}, {len(msg.data)} bytes: '
-                    'accepted encodings are bgr8, rgb8, mono8, bgra8, rgba8 with '
-                    'len(data) == step * height')
+                    f'{camera}: skipping frames with encoding {image_msg.encoding!r}, '
+                    f'{image_msg.width}x{image_msg.height}, step {image_msg.step}, '
+                    f'{len(image_msg.data)} bytes: accepted encodings are bgr8, rgb8, mono8, '
+                    'bgra8, rgba8 with len(data) == step * height')
             return
-        now_s = time.monotonic()
-        stamp_ns = ns_from_stamp(msg.header.stamp)
-        state.received(now_s, stamp_ns)  # any publisher's frames are taken, in any order
+        # any publisher's frames are taken, in any order
+        state.received(now_s, stamp_ns, self._now_ns())
         self._collector.put(camera, InputFrame(image=image, stamp_ns=stamp_ns,
-                                               received_s=now_s, frame_id=msg.header.frame_id))
+                                               received_s=now_s, frame_id=frame_id))
 
     # -- output (result stage thread) --------------------------------------------------------
 
@@ -252,7 +317,9 @@ class DetectorNode(Node):
                                 detections.class_ids[keep])
         track_ids = track_ids[keep]
         state.detections_pub.publish(self._detections_out(frame, detections, track_ids))
-        state.latency.add((self.get_clock().now().nanoseconds - frame.stamp_ns) / 1e9)
+        now_ns = self._now_ns()
+        if stamp_plausible(frame.stamp_ns, now_ns):  # stamp 0 or ahead: no latency to speak of
+            state.latency.add((now_ns - frame.stamp_ns) / 1e9)
         state.processed.tick()
         if self._annotate == 'always' or (
                 self._annotate == 'auto' and state.annotated_pub.get_subscription_count() > 0):
@@ -290,25 +357,31 @@ class DetectorNode(Node):
         statuses = []
         for camera, state in self._cameras.items():
             counts = self._collector.counts(camera)
-            invalid, last_frame_s = state.input_counts()
+            seen = state.input_counts()
+            shared = self._feeder.counts(camera) if self._feeder is not None else None
             latency = state.latency.percentiles_ms(50, 95)
-            age_s = None if last_frame_s is None else now_s - last_frame_s
-            if age_s is None:
-                level, message = DiagnosticStatus.WARN, 'no frame received yet'
-            elif age_s > STALE_CAMERA_S:
-                level, message = DiagnosticStatus.WARN, f'no frame for {age_s:.0f} s'
-            else:
+            source = source_state(now_s, seen.last_frame_s, seen.last_no_signal_s,
+                                  seen.usual_interval_s)
+            if source == 'live':
                 level, message = DiagnosticStatus.OK, 'detecting'
+            elif source == 'waiting':
+                level, message = DiagnosticStatus.WARN, 'no frame received yet'
+            elif source == 'no_signal':
+                level, message = DiagnosticStatus.WARN, 'camera down: it sends NO SIGNAL'
+            else:
+                level = DiagnosticStatus.WARN
+                message = f'camera down: no frame for {now_s - seen.last_frame_s:.0f} s'
             report = ServedCameraReport(
                 frames_in_hz=state.frames_in.rate_hz(now_s),
                 frames_processed_hz=state.processed.rate_hz(now_s),
                 frames_received=counts.received, frames_processed=counts.processed,
-                frames_dropped=counts.dropped, frames_invalid=invalid,
+                frames_dropped=counts.dropped, frames_invalid=seen.invalid,
                 latency_p50_ms=latency[50], latency_p95_ms=latency[95],
                 tracks=len(state.tracker) if state.tracker is not None else None,
                 results_dropped=self._results.dropped(camera), input_path=state.path,
-                shared_memory_torn=(self._feeder.counts(camera).torn
-                                    if self._feeder is not None else 0))
+                shared_memory_torn=shared.torn if shared is not None else 0, source=source,
+                frames_too_large=seen.too_large + (shared.too_large if shared else 0),
+                stamps_invalid=seen.stamps_invalid)
             statuses.append(diagnostic_status(level, report_name(fqn, camera), message, report))
         batches = self._worker.batch_summary()
         inference = self._worker.inference_time.percentiles_ms(50, 95)

@@ -1,0 +1,143 @@
+"""Hostile and broken input reaching a detector: each camera's trouble stays its own.
+
+The detector runs in this process with the scripted model (real rclpy, real DDS, real torch);
+a feeder node publishes, on one topic per case, frames over the size limits, frames with a
+zero or a future stamp, bytes that are no Image at all, and NO SIGNAL pictures, while one good
+camera goes on. Size limits are lowered so that "huge" stays cheap to send; the default limits
+and the real 192 MB case are the parameter's business (test_params checks the defaults).
+"""
+import math
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray
+
+from multicam_ros.core.imaging import NO_SIGNAL_FRAME_ID, make_no_signal_frame
+from multicam_ros.ros.convert import image_from_array, stamp_from_ns
+from multicam_ros.ros.detector_node import DetectorNode
+from ros_helpers import ExecutorThread, TopicRecorder, stamp_ns, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+RELIABLE_1 = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+DEEP = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+CASES = ['/good', '/huge', '/wide', '/zero', '/future', '/garbage', '/down']
+MAX_PIXELS = 20_000  # 160 x 90 = 14,400 passes; 200 x 120 = 24,000 does not
+MAX_BYTES = 50_000  # 160 x 90 bgr8 = 43,200 passes; bgra8 = 57,600 does not
+
+
+def report(recorder: TopicRecorder, camera: str) -> dict:
+    for msg in reversed(recorder.messages):
+        for status in msg.status:
+            if status.name.endswith(f': {camera}'):
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+@pytest.fixture
+def detector(ros_context, center_box_model):
+    params = {'model.backend': 'torchscript', 'model.path': str(center_box_model),
+              'model.class_names': ['thing', 'other'], 'device': 'cpu', 'cameras': CASES,
+              'max_frame_pixels': MAX_PIXELS, 'max_frame_bytes': MAX_BYTES,
+              'frame_path': 'subscription', 'annotate': 'never'}
+    node = DetectorNode(context=ros_context,
+                        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    yield node
+    node.destroy_node()
+
+
+def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
+    feeder = Node('hostile_feeder', context=ros_context)
+    pubs = {case: feeder.create_publisher(Image, f'{case}/image_raw', RELIABLE_1)
+            for case in CASES}
+    detections = {case: TopicRecorder(feeder, Detection2DArray, f'{case}/detections', DEEP)
+                  for case in CASES}
+    diagnostics = TopicRecorder(feeder, DiagnosticArray, '/diagnostics', 50)
+    small = np.full((90, 160, 3), 80, np.uint8)
+    big = np.full((120, 200, 3), 80, np.uint8)
+    bgra = np.full((90, 160, 4), 80, np.uint8)
+    no_signal = make_no_signal_frame(160, 90)
+    sent = []
+    with ExecutorThread(ros_context, [detector, feeder]):
+        for i in range(60):
+            now_ns = feeder.get_clock().now().nanoseconds
+            header = Header(stamp=stamp_from_ns(now_ns), frame_id='cam')
+            pubs['/good'].publish(image_from_array(small, 'bgr8', header))
+            sent.append(now_ns)
+            pubs['/huge'].publish(image_from_array(big, 'bgr8', header))
+            pubs['/wide'].publish(image_from_array(bgra, 'bgra8', header))
+            pubs['/zero'].publish(image_from_array(small, 'bgr8', Header(frame_id='cam')))
+            ahead = Header(stamp=stamp_from_ns(now_ns + 3600 * 10**9), frame_id='cam')
+            pubs['/future'].publish(image_from_array(small, 'bgr8', ahead))
+            pubs['/garbage'].publish(b'\x00\x01\x00\x00' + bytes(range(7)) * 3)  # no Image
+            pubs['/down'].publish(image_from_array(no_signal, 'bgr8', Header(
+                stamp=stamp_from_ns(now_ns), frame_id=NO_SIGNAL_FRAME_ID)))
+            time.sleep(0.03)
+
+        def settled() -> bool:
+            values = {case: report(diagnostics, case) for case in CASES}
+            return (all(values.values())
+                    and values['/huge'].get('frames_too_large', '0') != '0'
+                    and values['/wide'].get('frames_too_large', '0') != '0'
+                    and values['/garbage'].get('frames_invalid', '0') != '0'
+                    and values['/zero'].get('frames_processed', '0') != '0'
+                    and values['/future'].get('frames_processed', '0') != '0'
+                    and values['/down'].get('source') == 'no_signal')
+        assert wait_for(settled, 20.0), {case: report(diagnostics, case) for case in CASES}
+        assert wait_for(lambda: detections['/good'].count() >= 10, 20.0)
+    good = report(diagnostics, '/good')
+    assert good['source'] == 'live' and good['frames_too_large'] == '0'
+    assert good['stamps_invalid'] == '0' and float(good['latency_p95_ms']) < 60_000
+    assert all(stamp_ns(m.header) in sent for m in detections['/good'].messages)
+    for case in ('/huge', '/wide', '/garbage', '/down'):  # nothing of theirs reached the model
+        assert detections[case].count() == 0, case
+        assert report(diagnostics, case)['frames_received'] == '0', case
+    for case in ('/zero', '/future'):  # processed, counted, and kept out of the latency
+        values = report(diagnostics, case)
+        assert int(values['stamps_invalid']) >= int(values['frames_processed']) > 0, case
+        assert math.isnan(float(values['latency_p50_ms'])), (case, values['latency_p50_ms'])
+        assert detections[case].count() > 0, case
+    assert report(diagnostics, '/down')['source'] == 'no_signal'
+    assert report(diagnostics, '/down')['frames_invalid'] == '0'
+    feeder.destroy_node()
+
+
+def test_shared_memory_frames_over_the_limits_are_refused_before_the_copy():
+    """The same limits on the shared-memory path: a frame over them is skipped unread (no
+    buffer is even allocated for it), counted once, and the next frame that fits goes on."""
+    import uuid
+    from multicam_ros.core import shm_frames
+    from multicam_ros.core.shared_input import SharedFrameFeeder
+    if not shm_frames.shm_available():
+        pytest.skip('needs /dev/shm on x86-64')  # shm_frames' own precondition
+    channel = f'test_hostile/{uuid.uuid4().hex[:12]}'
+    taken, allocations = [], []
+
+    def allocate(nbytes: int) -> np.ndarray:
+        allocations.append(nbytes)
+        return np.empty(nbytes, np.uint8)
+
+    writer = shm_frames.FrameWriter(channel)
+    feeder = SharedFrameFeeder({'/cam': channel}, lambda camera, frame: taken.append(frame),
+                               allocate=allocate, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
+    feeder.set_active('/cam', True)
+    feeder.start()
+    try:
+        writer.write(np.zeros((120, 200, 3), np.uint8), 1_000, 'cam')
+        assert wait_for(lambda: feeder.counts('/cam').too_large == 1, 10.0)
+        time.sleep(0.1)  # polled many times meanwhile: still one, never read
+        assert feeder.counts('/cam').too_large == 1 and not taken and not allocations
+        writer.write(np.zeros((90, 160, 3), np.uint8), 2_000, 'cam')
+        assert wait_for(lambda: len(taken) == 1, 10.0)
+        assert taken[0].image.shape == (90, 160, 3) and taken[0].stamp_ns == 2_000
+        assert feeder.counts('/cam').frames == 1
+    finally:
+        feeder.stop()
+        writer.close()
