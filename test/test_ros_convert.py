@@ -113,3 +113,28 @@ def test_image_read_from_its_bytes_matches_rclpy_and_refuses_broken_ones():
     lying = bytearray(blob)
     lying[-len(frame.tobytes()) - 4:-len(frame.tobytes())] = (10**9).to_bytes(4, 'little')
     assert read_image(bytes(lying)) is None  # a data length longer than the bytes
+
+
+def test_size_filter_passes_everything_within_the_limits_and_nothing_over_twice():
+    """The content filter's rectangles (image_cdr.size_bounds): every frame within the limits
+    passes; none over twice them does (between the two, the header check refuses it)."""
+    from multicam_ros.ros.image_cdr import size_bounds, size_filter
+    max_pixels, max_bytes = 20_000, 50_000
+    bounds = size_bounds(max_pixels, max_bytes)
+
+    def passes(width: int, height: int, step: int) -> bool:
+        fields = {'width': width, 'step': step}
+        return all(any(fields[f] <= side and height <= h for g, side, h in bounds if g == f)
+                   for f in fields)
+    rng = np.random.default_rng(3)
+    for _ in range(20_000):
+        width, height = (int(v) for v in rng.integers(1, 4000, 2))
+        step = width * int(rng.choice([1, 3, 4]))
+        within = width * height <= max_pixels and step * height <= max_bytes
+        beyond = width * height > 2 * max_pixels or step * height > 2 * max_bytes
+        if within:
+            assert passes(width, height, step), (width, height, step)
+        if beyond:
+            assert not passes(width, height, step), (width, height, step)
+    expression = size_filter(max_pixels, max_bytes)
+    assert expression.count('(width <=') + expression.count('(step <=') == len(bounds)

@@ -42,13 +42,25 @@ from multicam_ros.ros.convert import bgr_from_image, diagnostic_status, image_fr
     ns_from_stamp, stamp_from_ns
 from multicam_ros.ros.detections_cdr import detection_array_bytes, detection_array_message, \
     serialization_matches
-from multicam_ros.ros.image_cdr import read_image, reading_matches
+from multicam_ros.ros.image_cdr import read_image, reading_matches, size_filter
 from multicam_ros.ros.node_main import CORE_LOGGER, declare_params, forward_core_logs, \
     image_qos, on_param_change, run_node, use_large_frame_transport
 
 PATH_CHECK_PERIOD_S = 0.5  # how often frame_path auto looks for cameras' shared memory
 SHARED_MEMORY = 'shared_memory'
 SUBSCRIPTION = 'subscription'
+
+
+def size_filter_option(max_pixels: int, max_bytes: int) -> dict:
+    """The image subscriptions' content filter (image_cdr.size_filter) as keyword arguments
+    of create_subscription, or none where rclpy has no content filters. A middleware without
+    them ignores the filter; the check on each frame's header stays either way."""
+    try:
+        from rclpy.subscription_content_filter_options import ContentFilterOptions
+    except ImportError:
+        return {}
+    return {'content_filter_options': ContentFilterOptions(
+        size_filter(max_pixels, max_bytes), [])}
 
 
 def keep_published(detections: Detections, track_ids: np.ndarray,
@@ -158,6 +170,7 @@ class DetectorNode(Node):
             self.get_logger().info('detections are built as message objects: this middleware '
                                    'serializes them differently from detections_cdr.py')
         self._raw_images = reading_matches()
+        self._size_filter = size_filter_option(s.max_frame_pixels, s.max_frame_bytes)
         if not self._raw_images:
             self.get_logger().warning(
                 'image_raw is received as message objects: this middleware serializes Image '
@@ -241,7 +254,8 @@ class DetectorNode(Node):
                     Image, f'{camera}/image_raw',
                     lambda msg, camera=camera: self._on_image(camera, msg), self._input_qos,
                     # with executor_threads > 1: cameras in parallel, each camera's alone
-                    callback_group=MutuallyExclusiveCallbackGroup(), raw=self._raw_images)
+                    callback_group=MutuallyExclusiveCallbackGroup(), raw=self._raw_images,
+                    **self._size_filter)
             if path != state.path:
                 self.get_logger().info(f'{camera}: frames from {path.replace("_", " ")}')
             state.path = path
@@ -371,6 +385,11 @@ class DetectorNode(Node):
             else:
                 level = DiagnosticStatus.WARN
                 message = f'camera down: no frame for {now_s - seen.last_frame_s:.0f} s'
+            if source in ('waiting', 'silent') and state.subscription is not None \
+                    and self._size_filter and self.count_publishers(f'{camera}/image_raw'):
+                message += (' although image_raw has a publisher: frames over twice '
+                            'max_frame_pixels or max_frame_bytes are refused by the '
+                            'middleware, uncounted')
             report = ServedCameraReport(
                 frames_in_hz=state.frames_in.rate_hz(now_s),
                 frames_processed_hz=state.processed.rate_hz(now_s),

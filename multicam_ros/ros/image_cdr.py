@@ -18,7 +18,7 @@ back to typed subscriptions.
 """
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
@@ -115,3 +115,29 @@ def reading_matches() -> bool:
         raw.stamp_ns, raw.frame_id, raw.height, raw.width, raw.encoding, raw.step,
         bytes(raw.data)) == (1_700_000_000_123_456_789, 'cam_optical_frame_x', 3, 5, 'rgb8', 15,
                              bytes(range(45)))
+
+
+def size_bounds(max_pixels: int, max_bytes: int) -> List[Tuple[str, int, int]]:
+    """Rectangles whose union holds every frame within the limits and nothing beyond twice
+    them: for each power of two w, (field <= w AND height <= 2 * limit // w), for width (pixel
+    limit) and for step (byte limit). A frame of w x h pixels within the limit fits the
+    rectangle of the smallest power of two >= w (which is < 2w), and whatever fits a rectangle
+    has at most twice the limit, so the exact check on the header refuses the rest."""
+    bounds = []
+    for field, limit in (('width', max_pixels), ('step', max_bytes)):
+        side = 16
+        while side <= 2 * limit and side <= 1 << 20:
+            bounds.append((field, side, 2 * limit // side))
+            side *= 2
+    return bounds
+
+
+def size_filter(max_pixels: int, max_bytes: int) -> str:
+    """A DDS content-filter expression (the SQL subset: comparisons, AND, OR) passing every
+    Image within the limits and refusing every one over twice them (`size_bounds`). Fast DDS
+    evaluates it where the sample is written, or on arrival, so a huge frame never reaches
+    this process's history: no take, no copy, nothing on the executor."""
+    terms = {'width': [], 'step': []}
+    for field, side, height in size_bounds(max_pixels, max_bytes):
+        terms[field].append(f'({field} <= {side} AND height <= {height})')
+    return ' AND '.join('(' + ' OR '.join(group) + ')' for group in terms.values())

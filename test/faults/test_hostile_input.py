@@ -28,9 +28,11 @@ pytestmark = pytest.mark.timeout(180)
 
 RELIABLE_1 = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 DEEP = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-CASES = ['/good', '/huge', '/wide', '/zero', '/future', '/garbage', '/down']
-MAX_PIXELS = 20_000  # 160 x 90 = 14,400 passes; 200 x 120 = 24,000 does not
+CASES = ['/good', '/huge', '/wide', '/giant', '/zero', '/future', '/garbage', '/down']
+MAX_PIXELS = 20_000  # 160 x 90 = 14,400 passes; 170 x 130 = 22,100 does not
 MAX_BYTES = 50_000  # 160 x 90 bgr8 = 43,200 passes; bgra8 = 57,600 does not
+# Up to twice the limits a frame passes the middleware's content filter and is refused (and
+# counted) from its header; beyond that the middleware refuses it (image_cdr.size_filter).
 
 
 def report(recorder: TopicRecorder, camera: str) -> dict:
@@ -61,7 +63,8 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
                   for case in CASES}
     diagnostics = TopicRecorder(feeder, DiagnosticArray, '/diagnostics', 50)
     small = np.full((90, 160, 3), 80, np.uint8)
-    big = np.full((120, 200, 3), 80, np.uint8)
+    big = np.full((130, 170), 80, np.uint8)  # mono8: over the pixels, not the bytes
+    giant = np.full((2000, 2000, 3), 80, np.uint8)
     bgra = np.full((90, 160, 4), 80, np.uint8)
     no_signal = make_no_signal_frame(160, 90)
     sent = []
@@ -71,7 +74,9 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
             header = Header(stamp=stamp_from_ns(now_ns), frame_id='cam')
             pubs['/good'].publish(image_from_array(small, 'bgr8', header))
             sent.append(now_ns)
-            pubs['/huge'].publish(image_from_array(big, 'bgr8', header))
+            pubs['/huge'].publish(image_from_array(big, 'mono8', header))
+            if i % 10 == 0:
+                pubs['/giant'].publish(image_from_array(giant, 'bgr8', header))
             pubs['/wide'].publish(image_from_array(bgra, 'bgra8', header))
             pubs['/zero'].publish(image_from_array(small, 'bgr8', Header(frame_id='cam')))
             ahead = Header(stamp=stamp_from_ns(now_ns + 3600 * 10**9), frame_id='cam')
@@ -86,7 +91,7 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
             return (all(values.values())
                     and values['/huge'].get('frames_too_large', '0') != '0'
                     and values['/wide'].get('frames_too_large', '0') != '0'
-                    and values['/garbage'].get('frames_invalid', '0') != '0'
+                    and 'refused by the middleware' in str(diagnostics.messages[-1])
                     and values['/zero'].get('frames_processed', '0') != '0'
                     and values['/future'].get('frames_processed', '0') != '0'
                     and values['/down'].get('source') == 'no_signal')
@@ -96,7 +101,7 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
     assert good['source'] == 'live' and good['frames_too_large'] == '0'
     assert good['stamps_invalid'] == '0' and float(good['latency_p95_ms']) < 60_000
     assert all(stamp_ns(m.header) in sent for m in detections['/good'].messages)
-    for case in ('/huge', '/wide', '/garbage', '/down'):  # nothing of theirs reached the model
+    for case in ('/huge', '/wide', '/giant', '/garbage', '/down'):  # none reached the model
         assert detections[case].count() == 0, case
         assert report(diagnostics, case)['frames_received'] == '0', case
     for case in ('/zero', '/future'):  # processed, counted, and kept out of the latency
@@ -141,3 +146,56 @@ def test_shared_memory_frames_over_the_limits_are_refused_before_the_copy():
     finally:
         feeder.stop()
         writer.close()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in open(f'/proc/{pid}/status'):
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_rogue_192_mb_publisher_does_not_stall_the_other_cameras(
+        node_launcher, ros_context, center_box_model):
+    """Issue 12's rogue publisher, for real: 8000 x 8000 bgr8 frames at 1 Hz on one camera's
+    image_raw, default limits. Before: every camera's detections stopped for 8.2 s and the
+    detector's memory grew by 3.5 GB. Now the middleware's content filter refuses them (they
+    are over twice the limits) before they reach the detector's history, the detector says so,
+    the good camera's detections never pause for long, and memory stays bounded."""
+    import sys
+    from pathlib import Path
+    script = str(Path(__file__).with_name('hostile_publisher.py'))
+    params = {'model.backend': 'torchscript', 'model.path': str(center_box_model),
+              'model.class_names': ['thing', 'other'], 'device': 'cpu',
+              'cameras': ['/good', '/huge'], 'annotate': 'never', 'executor_threads': 1}
+    args = []
+    for name, value in params.items():
+        if isinstance(value, list):
+            value = '[' + ','.join(f"'{v}'" for v in value) + ']'
+        args += ['-p', f'{name}:={value}']
+    detector = node_launcher.start(['detector_node', '--ros-args', *args], name='detector')
+    node_launcher.start([sys.executable, script, 'good', '/good/image_raw'], name='good')
+    probe = Node('probe', context=ros_context)
+    good = TopicRecorder(probe, Detection2DArray, '/good/detections', DEEP)
+    diagnostics = TopicRecorder(probe, DiagnosticArray, '/diagnostics', 50)
+    with ExecutorThread(ros_context, [probe]):
+        assert wait_for(lambda: good.count() >= 20, 90.0), detector.output()[-2000:]
+        baseline_mb = _peak_rss_mb(detector.proc.pid)
+        rogue = node_launcher.start([sys.executable, script, 'huge', '/huge/image_raw'],
+                                    name='huge')
+        assert wait_for(lambda: 'huge: sent 1' in rogue.output(), 60.0), rogue.output()
+        start_ns = probe.get_clock().now().nanoseconds
+        assert wait_for(lambda: 'huge: sent 6' in rogue.output(), 60.0), rogue.output()
+        end_ns = probe.get_clock().now().nanoseconds
+        huge_status = [s.message for m in diagnostics.messages[-3:] for s in m.status
+                       if s.name.endswith(': /huge')]
+        peak_mb = _peak_rss_mb(detector.proc.pid)
+    arrivals = [t for t, _ in good.items if start_ns <= t <= end_ns]
+    gaps_s = np.diff([start_ns] + arrivals + [end_ns]) / 1e9
+    assert len(arrivals) > 10 and gaps_s.max() < 1.0, (len(arrivals), gaps_s.max())  # was 8.2 s
+    huge = report(diagnostics, '/huge')
+    assert huge['frames_received'] == '0' and huge['frames_processed'] == '0'
+    assert 'refused by the middleware' in str(huge_status), huge_status
+    assert peak_mb - baseline_mb < 300, (baseline_mb, peak_mb)  # was +3,500 MB
+    assert detector.running
+    probe.destroy_node()
