@@ -125,8 +125,8 @@ def size_bounds(max_pixels: int, max_bytes: int) -> List[Tuple[str, int, int]]:
     has at most twice the limit, so the exact check on the header refuses the rest."""
     bounds = []
     for field, limit in (('width', max_pixels), ('step', max_bytes)):
-        side = 16
-        while side <= 2 * limit and side <= 1 << 20:
+        side = 1
+        while side <= 2 * limit and side <= 1 << 24:
             bounds.append((field, side, 2 * limit // side))
             side *= 2
     return bounds

@@ -69,7 +69,22 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
     no_signal = make_no_signal_frame(160, 90)
     sent = []
     with ExecutorThread(ros_context, [detector, feeder]):
-        for i in range(60):
+        def settled() -> bool:
+            values = {case: report(diagnostics, case) for case in CASES}
+            return (all(values.values())
+                    and values['/huge'].get('frames_too_large', '0') != '0'
+                    and values['/wide'].get('frames_too_large', '0') != '0'
+                    and 'refused by the middleware' in str(diagnostics.messages[-1])
+                    and values['/zero'].get('frames_processed', '0') != '0'
+                    and values['/future'].get('frames_processed', '0') != '0'
+                    and values['/down'].get('source') == 'no_signal')
+
+        def done() -> bool:
+            return settled() and detections['/good'].count() >= 10
+
+        deadline_s = time.monotonic() + 90.0
+        i = 0
+        while not done() and time.monotonic() < deadline_s:  # until all is seen, however slow
             now_ns = feeder.get_clock().now().nanoseconds
             header = Header(stamp=stamp_from_ns(now_ns), frame_id='cam')
             pubs['/good'].publish(image_from_array(small, 'bgr8', header))
@@ -84,20 +99,10 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
             pubs['/garbage'].publish(b'\x00\x01\x00\x00' + bytes(range(7)) * 3)  # no Image
             pubs['/down'].publish(image_from_array(no_signal, 'bgr8', Header(
                 stamp=stamp_from_ns(now_ns), frame_id=NO_SIGNAL_FRAME_ID)))
+            i += 1
             time.sleep(0.03)
-
-        def settled() -> bool:
-            values = {case: report(diagnostics, case) for case in CASES}
-            return (all(values.values())
-                    and values['/huge'].get('frames_too_large', '0') != '0'
-                    and values['/wide'].get('frames_too_large', '0') != '0'
-                    and 'refused by the middleware' in str(diagnostics.messages[-1])
-                    and values['/zero'].get('frames_processed', '0') != '0'
-                    and values['/future'].get('frames_processed', '0') != '0'
-                    and values['/down'].get('source') == 'no_signal')
-        assert wait_for(settled, 20.0), {case: report(diagnostics, case) for case in CASES}
-        assert wait_for(lambda: detections['/good'].count() >= 10, 20.0)
-    good = report(diagnostics, '/good')
+        good = report(diagnostics, '/good')  # while it still gets frames
+        assert done(), {case: report(diagnostics, case) for case in CASES}
     assert good['source'] == 'live' and good['frames_too_large'] == '0'
     assert good['stamps_invalid'] == '0' and float(good['latency_p95_ms']) < 60_000
     assert all(stamp_ns(m.header) in sent for m in detections['/good'].messages)
