@@ -199,7 +199,7 @@ class CameraNode(Node):
     def _write_shared(self, pixels, stamp_ns: int) -> None:
         try:
             self._shared.write(pixels, stamp_ns, self._frame_id, self._encoding)
-        except OSError as exc:  # /dev/shm full when a frame outgrew its slot, say
+        except (ChannelBusyError, OSError) as exc:  # /dev/shm full, or another live writer
             self._shared_state = f'off: {exc}'
             self.get_logger().warning(f'shared memory for image_raw failed ({exc}); frames '
                                       'reach the detector as image messages from now on')
