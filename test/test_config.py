@@ -2,16 +2,20 @@
 the plan both starters use. Fast, and needs no running ROS."""
 import os
 import textwrap
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from multicam_ros.core import settings
 from multicam_ros.core.params import CAMERA_PARAMS, DETECTOR_PARAMS
-from multicam_ros.system.config import ConfigError, load_config
+from multicam_ros.system import config as config_module
+from multicam_ros.system.config import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, MAX_PROBLEMS, \
+    MAX_SCALAR_CHARS, MAX_TEXT_CHARS, ConfigError, load_config
 from multicam_ros.system.executables import CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE
 from multicam_ros.system.plan import node_plan, parse_log_level, parse_switch
-from multicam_ros.system.supervision import OnExit
+from multicam_ros.system.supervision import CAMERA_RULE, DETECTOR_RULE
 from multicam_ros.system.transport import packaged_fastdds_profile, profile_environment, \
     transport_environment
 
@@ -102,8 +106,8 @@ def test_plan_of_three_cameras(three_camera_file: Path, tmp_path: Path):
         'cameras': ['/front', '/back_2', '/yard'], 'model.backend': 'torchscript',
         'model.path': str(tmp_path / 'models' / 'det.torchscript'),
         'model.class_names': ['person', 'car'], 'device': 'cpu', 'max_batch_size': 3}
-    # Cameras are restarted when they exit; the detector's exit stops the system.
-    assert [n.on_exit for n in plan.nodes] == [OnExit.RESTART] * 3 + [OnExit.STOP_SYSTEM]
+    # What each one's exits lead to (supervision.py): the camera rule, the detector rule.
+    assert [n.on_exit for n in plan.nodes] == [CAMERA_RULE] * 3 + [DETECTOR_RULE]
     assert all(n.package == 'multicam_ros' for n in plan.nodes)
     assert plan.environment == profile_environment(packaged_fastdds_profile())
     assert set(plan.secrets) >= {SECRET}
@@ -206,10 +210,15 @@ def test_the_starters_environment_has_the_last_word(environ, profile):
     assert transport_environment(profile, environ) == {}
 
 
+MINIMAL_PROFILE = ('<dds xmlns="http://www.eprosima.com"><profiles>'
+                   '<participant profile_name="p" is_default_profile="true"/>'
+                   '</profiles></dds>')
+
+
 def test_transport_section(tmp_path: Path):
     own = tmp_path / 'dds' / 'mine.xml'
     own.parent.mkdir()
-    own.write_text('<dds/>')
+    own.write_text(MINIMAL_PROFILE)
     base = "cameras: [{name: a, url: 'rtsp://h/x'}]\n"
     none = load_config(str(write(tmp_path, base + 'transport: {fastdds_profile: none}\n')))
     assert node_plan(none, environ={}).environment == {'FASTDDS_BUILTIN_TRANSPORTS': 'DEFAULT'}
@@ -464,3 +473,243 @@ def test_launch_arguments():
     with pytest.raises(ConfigError, match="^log_level: 'loud' is not a log level; accepted: "
                                           "debug, info, warn, error, fatal$"):
         parse_log_level('loud')
+
+
+# -- hostile files: refused at once, in a short message that names the limit --------------------
+
+
+def laughs(levels: int = 9, width: int = 9) -> str:
+    """The "billion laughs" of YAML: each anchor a list of `width` aliases of the previous one
+    (9 levels of 9: 387 million strings, in under 500 bytes)."""
+    lines = ['a0: &a0 [' + ', '.join(['lol'] * width) + ']']
+    lines += [f'a{i}: &a{i} [' + ', '.join([f'*a{i - 1}'] * width) + ']'
+              for i in range(1, levels)]
+    return '\n'.join(lines) + f'\ncameras: *a{levels - 1}\n'
+
+
+def merge_bomb(levels: int = 30) -> str:
+    """The same with merge keys: each mapping merges the previous one twice."""
+    lines = ['- &m0 {k0: 1, k1: 2}']
+    lines += [f'- &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: 1}}' for i in range(1, levels)]
+    return 'cameras:\n' + '\n'.join('  ' + line for line in lines) + '\n'
+
+
+def deep_by_aliases(levels: int = MAX_DEPTH) -> str:
+    """A file only a few levels deep whose aliases nest deeper than MAX_DEPTH."""
+    lines = ['  - &d0 [x]'] + [f'  - &d{i} [*d{i - 1}]' for i in range(1, levels)]
+    return 'cameras:\n' + '\n'.join(lines) + '\n'
+
+
+HOSTILE = {
+    'billion laughs': (laughs(), f'more than {MAX_NODES} nodes'),
+    'merge bomb': (merge_bomb(), f'more than {MAX_NODES} nodes'),
+    'long strings aliased': (
+        's: &s ' + 'x' * MAX_SCALAR_CHARS + '\nl1: &l1 [' + ', '.join(['*s'] * 16)
+        + ']\ncameras: [' + ', '.join(['*l1'] * 16) + ']\n',
+        f'more than {MAX_TEXT_CHARS} characters of text'),
+    'deep flow nesting': ('cameras: ' + '[' * 5000 + ']' * 5000 + '\n',
+                          f'nested deeper than {MAX_DEPTH} levels'),
+    'deep block nesting': (''.join('  ' * i + 'k:\n' for i in range(MAX_DEPTH + 5)),
+                           f'nested deeper than {MAX_DEPTH} levels'),
+    'deep by aliases': (deep_by_aliases(), f'nested deeper than {MAX_DEPTH} levels'),
+    'recursive list': ('cameras: &a [*a]\n', 'the alias *a is inside its own anchor'),
+    'recursive mapping': ('cameras: [&a {name: *a}]\n', 'the alias *a is inside its own anchor'),
+    'one huge scalar': (f"cameras: [{{name: {'n' * (MAX_SCALAR_CHARS + 1)}, url: h}}]\n",
+                        f'a scalar of {MAX_SCALAR_CHARS + 1} characters'),
+    'integer beyond int64': ('cameras: [{name: a, url: rtsp://h/x, fps: 1' + '0' * 400 + '}]\n',
+                             'has 1329 bits'),
+    'hex integer beyond int64': ('cameras: [{name: a, url: rtsp://h/x, width: 0x'
+                                 + 'f' * 4000 + '}]\n', 'has 16000 bits'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(HOSTILE))
+def test_hostile_file_is_refused_naming_the_limit(tmp_path: Path, case: str):
+    text, expected = HOSTILE[case]
+    assert len(text.encode()) <= MAX_FILE_BYTES
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1 and expected in problems[0], problems
+    assert len(problems[0]) < 400 + len(str(tmp_path)), problems[0]
+
+
+def test_alias_bomb_is_refused_at_once_with_little_memory(tmp_path: Path):
+    """Once: 41 s, 2.1 GB and a 522 MB message for 400 bytes. Now it is refused while being
+    composed, before any object is built (the bounds are generous: it takes milliseconds)."""
+    path = write(tmp_path, laughs())
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            load_config(str(path))
+        elapsed_s = time.monotonic() - started
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed_s < 5.0 and peak_bytes < 5_000_000, (elapsed_s, peak_bytes)
+    assert str(caught.value) == (
+        f'{path}: more than {MAX_NODES} nodes (at line 5, column 15); accepted: a file of at '
+        f'most {MAX_NODES} nodes (scalars, lists and mappings), counting each alias (*name) as '
+        'a copy of its anchor (&name)')
+
+
+def test_aliases_and_merge_keys_within_the_limits_work(tmp_path: Path):
+    config = load_config(str(write(tmp_path, """
+        cameras:
+          - &first {name: a, url: 'rtsp://h/a', fps: 5.0, width: 640}
+          - {<<: *first, name: b, url: 'rtsp://h/b', fps: 7.5}
+        """)))
+    assert [c.parameters for c in config.cameras] == [
+        {'url': 'rtsp://h/a', 'fps': 5.0, 'width': 640},
+        {'url': 'rtsp://h/b', 'fps': 7.5, 'width': 640}]
+
+
+def test_file_size_limit(tmp_path: Path):
+    valid = "cameras: [{name: a, url: 'rtsp://h/x'}]\n"
+    path = tmp_path / 'cams.yaml'
+    path.write_text(valid + '#' * (MAX_FILE_BYTES - len(valid) - 1) + '\n')
+    assert path.stat().st_size == MAX_FILE_BYTES
+    assert [c.name for c in load_config(str(path)).cameras] == ['a']
+    path.write_text(valid + '#' * (MAX_FILE_BYTES - len(valid)) + '\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(caught.value) == (f'{path}: larger than {MAX_FILE_BYTES} bytes; accepted: a '
+                                 f'configuration file of at most {MAX_FILE_BYTES} bytes (64 KiB)')
+
+
+def test_file_that_is_not_utf8_is_named_with_the_offset(tmp_path: Path):
+    path = tmp_path / 'cams.yaml'
+    head = "cameras:\n  - {name: a, url: 'rtsp://h/x'}\n# caf".encode()
+    path.write_bytes(head + b'\xe9 au lait\n')  # Latin-1
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(caught.value) == (f'{path}: not UTF-8: byte 0xe9 at offset {len(head)} (line 3): '
+                                 'invalid continuation byte; accepted: a text file in UTF-8')
+
+
+def test_utf8_with_a_byte_order_mark_is_fine(tmp_path: Path):
+    path = tmp_path / 'cams.yaml'
+    path.write_bytes(b'\xef\xbb\xbf' + "cameras: [{name: a, url: 'rtsp://h/x'}]\n".encode())
+    assert [c.name for c in load_config(str(path)).cameras] == ['a']
+
+
+def test_every_message_is_bounded(tmp_path: Path):
+    """Echoed keys and values are cut, each on one line; at most MAX_PROBLEMS are listed."""
+    long_list = '[' + ', '.join(['*w'] * 200) + ']'
+    problems = problems_of(tmp_path, f"""
+        cameras:
+          - name: a
+            url: 'rtsp://h/x'
+            {'k' * 1000}: 1
+            "two\\nlines": 1
+            frame_id: &w [{', '.join(['w' * 40] * 50)}]
+            encoding: {long_list}
+        """)
+    assert len(problems) == 4, problems
+    assert all(len(line) < 700 + len(str(tmp_path)) for line in problems), problems
+    assert '(900 more characters): unknown key' in problems[0]
+    assert "'two\\nlines': unknown key" in problems[1]
+    assert 'frame_id: [' in problems[2] and 'more characters) has the wrong type' in problems[2]
+    for bad in ('fps: -1', 'fsp: 1'):  # a core check's problem, one of this module's
+        many = problems_of(tmp_path, 'cameras:\n' + ''.join(
+            f"  - {{name: c{i}, url: 'rtsp://h/x', {bad}}}\n" for i in range(50)))
+        assert len(many) == MAX_PROBLEMS + 1
+        assert many[-1].endswith(f'cams.yaml: {50 - MAX_PROBLEMS} more problems not shown; '
+                                 'accepted: a file without the problems above')
+
+
+# -- passwords: never in a message, wherever in the file they are ------------------------------
+
+# Passwords of the forms redact() does not see on its own: with a '/' and a space in them.
+ODD_SECRET = 'hun/ter2 xyzzy'
+
+
+@pytest.mark.parametrize('password', [SECRET, 'hun@ter2', ODD_SECRET])
+@pytest.mark.parametrize('text', [
+    "cameras: [{name: 'rtsp://u:{s}@h/x', url: 'rtsp://h/x'}]\n",  # in a name
+    "cameras: [{name: 'u:{s}@10.0.0.5', url: 'rtsp://h/x'}]\n",  # without a scheme
+    "cameras: [{name: ['rtsp://u:{s}@h/x'], url: 'rtsp://h/x'}]\n",  # in a list as a name
+    "cameras: [{name: a, url: 'rtsp://h/x', 'rtsp://u:{s}@h/x': 1}]\n",  # a camera key
+    "'rtsp://u:{s}@h/x': 1\ncameras: [{name: a, url: 'rtsp://h/x'}]\n",  # a top-level key
+    "cameras: [{name: a, url: 'rtsp://h/x'}]\ncamera_defaults: {'rtsp://u:{s}@h': 1}\n",
+    "cameras: [{name: a, url: 'rtsp://h/x'}]\ndetector: {model: {'rtsp://u:{s}@h': 1}}\n",
+    "cameras: [{name: a, url: 'rtsp://h/x'}]\ntransport: {'rtsp://u:{s}@h': 1}\n",
+    "cameras: [{name: a, url: 'rtsp://h/x', fps: 'rtsp://u:{s}@h/x'}]\n",  # a wrong type
+    "cameras: [{name: a, url: 'rtsp://h/x', frame_id: ['u:{s}@h/x']}]\n",  # a wrong type
+    "cameras: [{name: a, url: 'rtsp://h/x', encoding: 'rtsp://u:{s}@h/x'}]\n",  # no choice
+    "cameras: ['rtsp://u:{s}@h/x']\n",  # a camera that is no mapping
+    "cameras: [{name: a, url: 'rtsp://h/x'}]\ntransport: {fastdds_profile: 'rtsp://u:{s}@h'}\n",
+    "cameras: [{name: a, url: 'rtsp://h/x'}]\n'rtsp://u:{s}@h/x': 1\n'rtsp://u:{s}@h/x': 2\n",
+    "cameras: !<rtsp://u:{s}@h/x> [1]\n",  # a tag
+])
+def test_passwords_never_in_any_message(tmp_path: Path, text: str, password: str):
+    problems = problems_of(tmp_path, text.replace('{s}', password.replace("'", "''")))
+    message = '\n'.join(problems)
+    assert problems and all(part not in message for part in password.split()), message
+    assert all(part not in message for part in password.split('@')), message
+
+
+def test_masking_keeps_what_is_no_password(tmp_path: Path):
+    """An echoed key or value with a '@' is shown from its last '@' on; the package's own
+    words that look like URLs with a user or a password are left alone."""
+    problems = problems_of(tmp_path, "cameras: [{name: a, url: 'rtsp://h/x', "
+                                     "fps: 'rtsp://u:pw@h/x', 'rtsp://u:pw@h/y': 1}, "
+                                     "{name: b, url: 'rtsp://h/x', password_env: CAM_PASSWORD}, "
+                                     "{name: c, url: 'rtsp:///x'}]\n")
+    assert len(problems) == 4, problems
+    assert "(name 'a'): fps: '***@h/x' has the wrong type" in problems[0], problems
+    assert "(name 'a'): ***@h/y: unknown key" in problems[1], problems
+    assert "password_env: needs a user name in url (like rtsp://user@host/path), got " \
+        "'rtsp://h/x'; accepted: a URL with a user and no password (scheme://user@host/path)" \
+        in problems[2], problems
+    assert problems[3].endswith(": cameras[2] (name 'c'): url: a rtsp:// URL needs a host (got "
+                                "'rtsp:///x'); accepted: rtsp://[user[:password]@]host[:port]/"
+                                "path, rtsps://..., http(s)://host[:port]/path, a path to an "
+                                "existing video file (or file:///path), /dev/videoN, or a camera "
+                                "index N"), problems
+
+
+def test_cutting_never_leaves_part_of_a_password(tmp_path: Path):
+    """A value cut in the middle of its password: the URL it was in goes too."""
+    secret = 'p' * 120
+    url = f"rtsp://u:{secret}@h/x"
+    problems = problems_of(tmp_path, f"cameras: [{{name: a, url: 'rtsp://h/x', "
+                                     f"frame_id: ['{'w' * 20}', '{url}']}}]\n")
+    assert 'p' * 10 not in problems[0], problems
+    assert config_module._echo('x' * 60 + 'rtsp://u:' + secret + '@h', 100) == \
+        'x' * 60 + 'rtsp... (127 more characters)'
+
+
+# -- Fast DDS profiles named in the file ------------------------------------------------------
+
+PROFILE_CASES = {
+    'not XML': ('this is not XML\n', 'not well-formed XML (syntax error: line 1, column 0)'),
+    'empty': ('', 'not well-formed XML (no element found'),
+    'no participant': ('<dds xmlns="http://www.eprosima.com"><profiles><data_writer '
+                       'profile_name="w"/></profiles></dds>',
+                       'no <participant profile_name="..."> in <profiles>'),
+    'no default participant': ('<profiles><participant profile_name="p"/></profiles>',
+                               'no participant profile is marked is_default_profile="true"'),
+    'a DOCTYPE': ('<?xml version="1.0"?><!DOCTYPE dds [<!ENTITY a "b">]>' + MINIMAL_PROFILE,
+                  'has a DOCTYPE'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(PROFILE_CASES))
+def test_fastdds_profile_is_checked(tmp_path: Path, case: str):
+    content, expected = PROFILE_CASES[case]
+    (tmp_path / 'profile.xml').write_text(content)
+    problems = problems_of(tmp_path, CAM + 'transport: {fastdds_profile: profile.xml}\n')
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f'{tmp_path}/cams.yaml: transport: fastdds_profile: '
+                                  f'{tmp_path}/profile.xml: {expected}'), problems[0]
+    assert problems[0].endswith("accepted: a Fast DDS XML profile file: <dds xmlns="
+                                '"http://www.eprosima.com"><profiles> (the 3.x layout) or '
+                                '<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_'
+                                'Profiles"> (2.x), holding a <participant profile_name="..." '
+                                'is_default_profile="true">, without a DOCTYPE'), problems[0]
+
+
+def test_the_packaged_profile_passes_the_check(tmp_path: Path):
+    config = load_config(str(write(tmp_path, CAM + 'transport: {fastdds_profile: '
+                                   f'{packaged_fastdds_profile()}}}\n')))
+    assert config.fastdds_profile == packaged_fastdds_profile()

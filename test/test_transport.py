@@ -17,9 +17,11 @@ from typing import Dict, List
 
 import pytest
 
+from multicam_ros.core.settings import ConfigError
 from multicam_ros.system.transport import FASTDDS_BUILTIN_TRANSPORTS_ENV, FASTDDS_PROFILE_ENV, \
-    FASTRTPS_PROFILE_ENV, PROFILE_NONE, PROFILE_PACKAGE, USER_CHOICE_ENVS, \
-    packaged_fastdds_profile, profile_environment, transport_environment, user_chose_transport
+    FASTRTPS_PROFILE_ENV, MAX_PROFILE_BYTES, PROFILE_FORMS, PROFILE_NONE, PROFILE_PACKAGE, \
+    USER_CHOICE_ENVS, check_fastdds_profile, packaged_fastdds_profile, profile_environment, \
+    transport_environment, user_chose_transport
 from ros_helpers import next_domain_id
 
 pytestmark = pytest.mark.timeout(180)
@@ -54,6 +56,87 @@ def test_empty_variables_are_no_choice():
     assert not user_chose_transport(environ)
     assert transport_environment(PROFILE_PACKAGE, environ) == profile_environment(
         packaged_fastdds_profile())
+
+
+# -- the start-up check of a profile ----------------------------------------------------------
+
+V3 = 'http://www.eprosima.com'
+V2 = 'http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles'
+PARTICIPANT = '<participant profile_name="p" is_default_profile="true"><rtps/></participant>'
+GOOD_PROFILES = {
+    '3.x layout': f'<?xml version="1.0"?><dds xmlns="{V3}"><profiles>{PARTICIPANT}</profiles>'
+                  '</dds>',
+    '2.x layout': f'<profiles xmlns="{V2}">{PARTICIPANT}</profiles>',
+    '2.x profiles inside a 3.x dds': f'<dds xmlns="{V3}"><profiles xmlns="{V2}">{PARTICIPANT}'
+                                     '</profiles></dds>',
+    'no namespace (Fast DDS ignores it)': f'<dds><profiles>{PARTICIPANT}</profiles></dds>',
+    'the default among others': f'<profiles xmlns="{V2}"><participant profile_name="a"/>'
+                                f'{PARTICIPANT}<data_writer profile_name="w"/></profiles>',
+}
+BILLION_LAUGHS = ('<?xml version="1.0"?>\n<!DOCTYPE dds [\n <!ENTITY l0 "lol">\n'
+                  + ''.join(f' <!ENTITY l{i} "' + f'&l{i - 1};' * 10 + '">\n'
+                            for i in range(1, 10))
+                  + f']>\n<dds xmlns="{V3}"><profiles><participant profile_name="&l9;" '
+                  'is_default_profile="true"/></profiles></dds>\n')
+BAD_PROFILES = {
+    'not XML': ('profile: yes\n', 'not well-formed XML (syntax error: line 1, column 0)'),
+    'empty': ('', 'not well-formed XML (no element found: line 1, column 0)'),
+    'cut short': (GOOD_PROFILES['3.x layout'][:-10],
+                  'not well-formed XML (unclosed token: line 1, column'),
+    'another root': (f'<participant xmlns="{V2}" profile_name="p"/>',
+                     'the root element is <participant>, not <dds> or <profiles>'),
+    'dds without profiles': (f'<dds xmlns="{V3}"><log/></dds>', '<dds> holds no <profiles>'),
+    'no participant': (f'<profiles xmlns="{V2}"><data_writer profile_name="w"/></profiles>',
+                       'no <participant profile_name="..."> in <profiles>'),
+    'participant without a name': (f'<profiles xmlns="{V2}"><participant '
+                                   'is_default_profile="true"/></profiles>',
+                                   'no <participant profile_name="..."> in <profiles>'),
+    'no default participant': (f'<profiles xmlns="{V2}"><participant profile_name="p" '
+                               'is_default_profile="TRUE"/></profiles>',
+                               'no participant profile is marked is_default_profile="true", so '
+                               'ROS nodes would not use it'),
+    'a foreign namespace': (f'<dds xmlns="urn:other"><profiles>{PARTICIPANT}</profiles></dds>',
+                            "<dds> is in the namespace 'urn:other', not one of Fast DDS"),
+    'billion laughs': (BILLION_LAUGHS, 'has a DOCTYPE (document type or entity declarations)'),
+    'an external entity': ('<?xml version="1.0"?><!DOCTYPE dds [<!ENTITY x SYSTEM '
+                           f'"file:///etc/passwd">]><dds xmlns="{V3}"><profiles>&x;'
+                           f'{PARTICIPANT}</profiles></dds>', 'has a DOCTYPE'),
+    'too large': (GOOD_PROFILES['3.x layout'] + ' ' * MAX_PROFILE_BYTES,
+                  f'larger than {MAX_PROFILE_BYTES} bytes'),
+}
+
+
+def test_the_packaged_profile_passes_the_check():
+    check_fastdds_profile(packaged_fastdds_profile())
+
+
+@pytest.mark.parametrize('case', sorted(GOOD_PROFILES))
+def test_profiles_that_fast_dds_uses_pass(tmp_path, case):
+    path = tmp_path / 'profile.xml'
+    path.write_text(GOOD_PROFILES[case])
+    check_fastdds_profile(str(path))
+
+
+@pytest.mark.parametrize('case', sorted(BAD_PROFILES))
+def test_profiles_that_fast_dds_cannot_use_are_refused(tmp_path, case):
+    content, expected = BAD_PROFILES[case]
+    path = tmp_path / 'profile.xml'
+    path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        check_fastdds_profile(str(path))
+    assert len(caught.value.problems) == 1
+    problem = caught.value.problems[0]
+    assert problem.startswith(f'transport.fastdds_profile: {path}: {expected}'), problem
+    assert problem.endswith(f'; accepted: {PROFILE_FORMS}') and len(problem) < 600, problem
+
+
+def test_a_missing_or_unreadable_profile_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r'^fastdds_profile: .*none\.xml: cannot read \(No '
+                                          r'such file or directory\); accepted: a Fast DDS'):
+        check_fastdds_profile(str(tmp_path / 'none.xml'), key='fastdds_profile')
+    with pytest.raises(ConfigError, match=r'^transport\.fastdds_profile: .*: cannot read \(Is '
+                                          r'a directory\)'):
+        check_fastdds_profile(str(tmp_path))
 
 
 # -- the profile, loaded by Fast DDS 2.x and 3.x -------------------------------------------------
@@ -158,3 +241,55 @@ def test_fastdds2_ignores_the_3x_variable(probe_fastdds2, tmp_path):
     assert report['profile'] == [f'{PROFILE_NAME} 0'], report
     assert report['builtin_transports'] == ['1'], report
     assert FASTRTPS_PROFILE_ENV not in env
+
+
+# -- the start-up check agrees with Fast DDS: what passes is what both lines use ---------------
+
+def _udp_only(participant_attributes: str = 'is_default_profile="true"', root: str = 'dds',
+              root_namespace: str = V3, profiles_namespace: str = '') -> str:
+    """A profile whose participant is told apart from Fast DDS's default one: UDPv4 alone,
+    builtin transports off."""
+    profiles_xmlns = f' xmlns="{profiles_namespace}"' if profiles_namespace else ''
+    profiles = (f'<profiles{profiles_xmlns}><transport_descriptors><transport_descriptor>'
+                '<transport_id>udp_only</transport_id><type>UDPv4</type></transport_descriptor>'
+                f'</transport_descriptors><participant profile_name="{PROFILE_NAME}" '
+                f'{participant_attributes}><rtps><userTransports><transport_id>udp_only'
+                '</transport_id></userTransports><useBuiltinTransports>false'
+                '</useBuiltinTransports></rtps></participant></profiles>')
+    xmlns = f' xmlns="{root_namespace}"' if root_namespace else ''
+    if root == 'dds':
+        return f'<?xml version="1.0"?><dds{xmlns}>{profiles}</dds>'
+    return profiles.replace('<profiles', f'<profiles{xmlns}', 1)
+
+
+AGREEMENT = {
+    '3.x layout': _udp_only(),
+    '2.x layout': _udp_only(root='profiles', root_namespace=V2),
+    '2.x profiles inside a 3.x dds': _udp_only(profiles_namespace=V2),
+    'no namespace': _udp_only(root_namespace=''),
+    'no default participant': _udp_only(participant_attributes=''),
+}
+
+
+@pytest.mark.parametrize('line', ['2', '3'])
+@pytest.mark.parametrize('case', sorted(AGREEMENT))
+def test_the_check_agrees_with_fast_dds(request, tmp_path, line, case):
+    """Fast DDS builds its default participant from the profile exactly when the check
+    passes it: no profile is refused that a node would use, none passed that it would not."""
+    path = tmp_path / 'profile.xml'
+    path.write_text(AGREEMENT[case])
+    try:
+        check_fastdds_profile(str(path))
+        passed = True
+    except ConfigError:
+        passed = False
+    env = _clean_environ()
+    if line == '2':
+        env.pop('LD_LIBRARY_PATH', None)  # the venv's libraries belong to Fast DDS 3
+    env.update(profile_environment(str(path)))
+    probe = request.getfixturevalue(f'probe_fastdds{line}')
+    result = subprocess.run([str(probe), str(next_domain_id()), PROFILE_NAME], env=env,
+                            cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    used = 'builtin_transports 0' in result.stdout.splitlines()
+    assert used == passed, (case, passed, result.stdout + result.stderr)
