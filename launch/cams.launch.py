@@ -7,57 +7,79 @@ A thin adapter over the ROS-free bring-up, which `multicam-ros launch` uses too:
 multicam_ros.system.plan.node_plan decides every node, name, namespace, parameter and
 environment variable, and multicam_ros.system.supervision decides what happens when a process
 exits. This file maps each planned node onto a launch_ros Node and applies that policy with
-launch's own tools: a camera that exits is started again as a fresh Node after the policy's
-delay (an OnProcessExit handler and a TimerAction; launch_ros's `respawn` has a fixed delay and
-no backoff), and the detector's exit shuts the launch down. An invalid file raises ConfigError
-before any process starts.
+launch's own tools: when a process exits, an OnProcessExit handler asks the policy, and either
+starts a fresh Node after the policy's delay (a TimerAction), or marks a camera with a
+configuration error failed (the others go on), or ends the launch with an error (the detector's
+configuration error, or its fast failures in a row), which makes `ros2 launch` exit non-zero.
+
+Why not launch_ros's `respawn=True, respawn_delay=...`: on Humble, Jazzy and Rolling it
+respawns after every exit, whatever the exit code (a configuration error too, forever), after
+one fixed delay (no doubling, no reset after a stable run), and `respawn_max_retries` (not on
+Humble) counts all exits of the launch's life rather than fast failures in a row.
+
+Every node gets the environment of plan.process_environment (a camera's password variable
+reaches only that camera) and PARENT_PID_ENV set to this process's pid: the launch file runs
+inside the `ros2 launch` process, which starts the nodes as its direct children, so a SIGKILLed
+`ros2 launch` takes them with it (supervision.py). Dead shared-memory frame segments that a
+killed run left are removed at start. An invalid file raises ConfigError before any process
+starts.
 """
 import os
 import time
-from typing import Any, List
+from typing import Any, Dict, List, Mapping, Optional
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, \
-    RegisterEventHandler, Shutdown, TimerAction
+    RegisterEventHandler, TimerAction
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from multicam_ros.core.shm_frames import remove_stale_segments
 from multicam_ros.system.config import load_config
 from multicam_ros.system.executables import PACKAGE
 from multicam_ros.system.plan import LOG_LEVELS, Plan, PlannedNode, node_plan, \
     parse_log_level, parse_switch
-from multicam_ros.system.supervision import OnExit, RestartDelay
+from multicam_ros.system.supervision import Action, Supervision, parent_pid_environment
 
 
-def node_action(plan: Plan, planned: PlannedNode, log_level: str) -> Node:
+class SystemStopped(RuntimeError):
+    """Raised inside the launch to end it with an error: `ros2 launch` logs the message and
+    exits with code 1 (launch has no other way to set its exit code)."""
+
+
+def node_environment(plan: Plan, planned: PlannedNode, context: Any) -> Dict[str, str]:
+    """The whole environment of one node's process, from the launch's environment now."""
+    environment: Optional[Mapping[str, str]] = getattr(context, 'environment', None)
+    if environment is None:  # a context without one (older launch): this process's
+        environment = os.environ
+    return {**plan.process_environment(planned, environment), **parent_pid_environment()}
+
+
+def node_action(plan: Plan, planned: PlannedNode, log_level: str, context: Any) -> Node:
     """The launch_ros Node of one planned node, field for field."""
-    extra = {}
-    if planned.on_exit is OnExit.STOP_SYSTEM:
-        extra.update(on_exit=Shutdown(reason=f'{planned.fqn} exited'))
     return Node(
         package=planned.package, executable=planned.executable, name=planned.name,
         namespace=planned.namespace, parameters=[dict(planned.parameters)],
-        additional_env={**plan.environment, **planned.environment},
-        ros_arguments=['--log-level', log_level], output='screen', **extra)
+        env=node_environment(plan, planned, context),
+        ros_arguments=['--log-level', log_level], output='screen')
 
 
-class Restarter:
+class Supervised:
     """Keeps one planned node running under the supervision policy: each time its process
-    exits, a fresh Node starts after RestartDelay's delay (unless the launch is shutting
-    down)."""
+    exits, the policy decides (unless the launch is shutting down)."""
 
     def __init__(self, plan: Plan, planned: PlannedNode, log_level: str) -> None:
         self._plan = plan
         self._planned = planned
         self._log_level = log_level
-        self._delay = RestartDelay()
+        self._supervision = Supervision(planned.on_exit)
         self._started_s = 0.0
 
-    def start(self, context: Any = None) -> List[Any]:
+    def start(self, context: Any) -> List[Any]:
         """A fresh Node and the handler of its exit (an OpaqueFunction's function)."""
-        node = node_action(self._plan, self._planned, self._log_level)
+        node = node_action(self._plan, self._planned, self._log_level, context)
         self._started_s = time.monotonic()
         return [RegisterEventHandler(OnProcessExit(target_action=node, on_exit=self._exited,
                                                    handle_once=True)), node]
@@ -65,20 +87,31 @@ class Restarter:
     def _exited(self, event: Any, context: Any) -> List[Any]:
         if context.is_shutdown:
             return []
-        delay_s = self._delay.after_exit(time.monotonic() - self._started_s)
-        return [LogInfo(msg=f'{self._planned.fqn} exited with code {event.returncode}; '
-                            f'restarting in {delay_s:.1f} s'),
-                TimerAction(period=delay_s, actions=[OpaqueFunction(function=self.start)])]
+        decision = self._supervision.after_exit(event.returncode,
+                                                time.monotonic() - self._started_s)
+        fqn = self._planned.fqn
+        if decision.action is Action.RESTART:
+            return [LogInfo(msg=f'{fqn} exited ({decision.reason}); restarting in '
+                                f'{decision.delay_s:.1f} s'),
+                    TimerAction(period=decision.delay_s,
+                                actions=[OpaqueFunction(function=self.start)])]
+        if decision.action is Action.MARK_FAILED:
+            return [LogInfo(msg=f'error: {fqn} failed, not restarted: {decision.reason} (its '
+                                f'output above says why); the other nodes go on')]
+        reason = (f'the detector {fqn} is not restarted: {decision.reason} (its output above '
+                  f'says why); stopping every node')
+        return [LogInfo(msg=f'error: {reason}'), OpaqueFunction(function=_stop, args=[reason])]
 
 
-def plan_actions(plan: Plan, log_level: str) -> List[Any]:
+def _stop(context: Any, reason: str) -> None:
+    raise SystemStopped(reason)
+
+
+def plan_actions(plan: Plan, log_level: str, context: Any) -> List[Any]:
     """The launch actions that start `plan` and keep it running as supervision.py says."""
     actions: List[Any] = []
     for planned in plan.nodes:
-        if planned.on_exit is OnExit.RESTART:
-            actions += Restarter(plan, planned, log_level).start()
-        else:
-            actions.append(node_action(plan, planned, log_level))
+        actions += Supervised(plan, planned, log_level).start(context)
     return actions
 
 
@@ -86,7 +119,8 @@ def _actions_from_arguments(context: Any) -> List[Any]:
     log_level = parse_log_level(LaunchConfiguration('log_level').perform(context))
     detector = parse_switch(LaunchConfiguration('detector').perform(context), 'detector')
     config = load_config(LaunchConfiguration('config').perform(context))
-    return plan_actions(node_plan(config, detector=detector), log_level)
+    remove_stale_segments()  # what the cameras of a killed run left in /dev/shm
+    return plan_actions(node_plan(config, detector=detector), log_level, context)
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -3,7 +3,8 @@ browser view, fetching models).
 
 Each sub-command lives in the module that does its work; this file only wires argparse, and
 wires the ROS side into the ROS-free bring-up: `launch` and `demo` get the /diagnostics listener
-(ros/diagnostics_listener.py) that feeds their status table, and `demo` the live view
+(ros/diagnostics_listener.py) that feeds their status table, `launch` the look at the ROS graph
+that refuses a second start of the same nodes (ros/graph.py), and `demo` the live view
 (ros/viewer_node.py).
 """
 import argparse
@@ -25,6 +26,13 @@ def _diagnostics_listener(on_status: Callable[[str, Dict[str, str]], None]) -> '
     return DiagnosticsListener(on_status)
 
 
+def _running_nodes(fqns: Sequence[str]) -> List[str]:
+    """The `find_running` of system/supervisor.py: which of these nodes are alive on the ROS
+    graph (it needs rclpy, imported only when the system starts)."""
+    from multicam_ros.ros.graph import running_nodes
+    return running_nodes(fqns)
+
+
 def _viewer(cameras: Sequence[str], host: str, port: int) -> 'Viewer':
     """The `view` of system/demo.py: the live view in this process (it needs rclpy)."""
     from multicam_ros.ros.viewer_node import Viewer
@@ -41,7 +49,8 @@ def _launch(args: argparse.Namespace) -> int:
     from multicam_ros.system.supervisor import launch_main
     return launch_main(args.config, detector=args.detector, log_level=args.log_level,
                        status_period_s=args.status_period, stop_timeout_s=args.stop_timeout,
-                       dry_run=args.dry_run, listen=_diagnostics_listener)
+                       dry_run=args.dry_run, listen=_diagnostics_listener,
+                       find_running=_running_nodes)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -112,8 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         'launch', help='start every node of a camera configuration, without a ROS install',
         description='Start one camera_node per camera and one detector_node, exactly as '
                     '`ros2 launch multicam_ros cams.launch.py config:=CONFIG` does; restart '
-                    'cameras that die, print a status table, stop everything on Ctrl-C. '
-                    'Node output is printed with the node\'s name in front.')
+                    'nodes that die (with a growing delay; a camera with a configuration '
+                    'error is not restarted, a detector that keeps failing stops everything), '
+                    'print a status table, stop everything on Ctrl-C. Node output is printed '
+                    'with the node\'s name in front. Refuses to start nodes that already run '
+                    'in this ROS_DOMAIN_ID. Exit codes: 0 after Ctrl-C or SIGTERM, 1 the '
+                    'detector kept failing, 2 a configuration error (in the file, of the '
+                    'detector, or of every node), 3 already running.')
     launch.add_argument('config', metavar='CONFIG', help='camera configuration YAML '
                         '(see config/cams.yaml)')
     launch.add_argument('--no-detector', dest='detector', action='store_false',

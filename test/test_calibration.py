@@ -1,4 +1,6 @@
 """Calibration files: parsing, every bad input, and scaling with a resize."""
+import re
+
 import pytest
 
 from multicam_ros.core.calibration import load_calibration, uncalibrated
@@ -92,3 +94,65 @@ def test_missing_file_and_bad_scheme(tmp_path):
                                           r"'package://cam/calib.yaml'; accepted: a plain path "
                                           r'or file:///'):
         load_calibration('package://cam/calib.yaml')
+
+
+ACCEPTED_FILE = '; accepted: a camera_calibration YAML file'
+
+
+def write_bytes(tmp_path, data: bytes):
+    path = tmp_path / 'calib.yaml'
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize('data, expected', [
+    (GOOD.encode('utf-8').replace(b'front', b'fr\xf6nt'),  # Latin-1, as some editors save it
+     r'is not UTF-8 text \(byte 0xf6 at offset \d+\)'),
+    (b'\xff\xfe\x00\x00garbage', r'is not UTF-8 text \(byte 0xff at offset 0\)'),
+    (GOOD.replace('image_height: 480', 'image_height: &h 480\nheight_again: *h').encode(),
+     r'uses a YAML alias \(\*h \(line \d+\)\); calibration files have none; accepted: .*'
+     r'without anchors'),
+    (b'a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\nd: [*c, *c]\n',  # an alias bomb, small
+     r'uses a YAML alias \(\*a'),
+    (b'[' * 5000 + b']' * 5000, r'(is nested too deeply|is not valid YAML)'),
+    (b'x: ' + b'0' * (1 << 20), r'is larger than 1048576 bytes: not a calibration file'),
+    (GOOD.replace('data: [500.0, 0, 320.0', 'data: [.nan, 0, 320.0').encode(),
+     r"'camera_matrix' holds a value that is not a finite number \(nan\)"),
+    (GOOD.replace('data: [500.0, 0, 320.0', 'data: [true, 0, 320.0').encode(),
+     r"'camera_matrix' holds a value that is not a number \(True\)"),
+    (GOOD.replace('data: [1, 0, 0, 0, 1, 0, 0, 0, 1]', 'data: [1, 0, 0, 0, 1, 0]').encode(),
+     r"'rectification_matrix' must have rows: 3, cols: 3 and 9 data values, got rows: 3, "
+     r'cols: 3, 6 data values'),
+    (GOOD.replace('{rows: 3, cols: 4,', '{rows: 4, cols: 3,').encode(),
+     r"'projection_matrix' must have rows: 3, cols: 4 and 12 data values, got rows: 4, "
+     r'cols: 3, 12 data values'),
+    (GOOD.replace('rows: 1, cols: 5', 'rows: 1, cols: 4').encode(),
+     r"'distortion_coefficients' has rows: 1, cols: 4 but 5 data values"),
+], ids=['latin-1', 'utf-32', 'alias', 'alias-bomb', 'deep', 'huge', 'nan', 'bool',
+        'rectification-size', 'projection-shape', 'distortion-count'])
+def test_every_bad_file_names_camera_info_url_and_what_is_accepted(tmp_path, data, expected):
+    path = write_bytes(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_calibration(str(path))
+    message = str(info.value)
+    assert message.startswith(f'camera_info_url: {path}'), message
+    assert '\n' not in message and len(message) < 1000
+    assert re.search(expected, message), message
+    assert ACCEPTED_FILE in message, message
+
+
+def test_a_folder_a_missing_file_and_another_host(tmp_path):
+    for url, expected in ((str(tmp_path), r'^camera_info_url: cannot read .* \(Is a directory\)'),
+                          (f'file://{tmp_path}/absent.yaml',
+                           r'^camera_info_url: cannot read .*absent.yaml \(No such file'),
+                          ('file://cam-host/calib.yaml',
+                           r"^camera_info_url: 'file://cam-host/calib.yaml' names a file on "
+                           r"another host \('cam-host'\); accepted: a plain path or file:///")):
+        with pytest.raises(ConfigError, match=expected):
+            load_calibration(url)
+    good = tmp_path / 'good.yaml'
+    good.write_text(GOOD)
+    assert load_calibration(f'file://localhost{good}').width == 640
+    assert load_calibration(f'  {good}  ').width == 640
+    bom = write_bytes(tmp_path, b'\xef\xbb\xbf' + GOOD.encode())  # UTF-8 with a BOM is fine
+    assert load_calibration(str(bom)).height == 480

@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -18,9 +19,10 @@ from vision_msgs.msg import Detection2DArray
 
 from multicam_ros.system.config import ConfigError, load_config
 from multicam_ros.system.plan import Plan, node_plan
-from multicam_ros.system.supervision import RESTART_DELAY_MAX_S, RESTART_DELAY_MIN_S, \
-    STABLE_RUN_S
-from multicam_ros.system.supervisor import Child, Output
+from multicam_ros.system.supervision import CONFIG_ERROR_EXIT, DETECTOR_FAST_FAILURES_MAX, \
+    PARENT_PID_ENV, RESTART_DELAY_MAX_S, RESTART_DELAY_MIN_S, STABLE_RUN_S, Action, Supervision
+from multicam_ros.system.supervisor import UNLOCKED_GRACE_S, WORKDIR_PREFIX, Child, Output, \
+    make_workdir, remove_dead_workdirs
 from multicam_ros.system.transport import FASTDDS_BUILTIN_TRANSPORTS_ENV, FASTDDS_PROFILE_ENV, \
     FASTRTPS_PROFILE_ENV, packaged_fastdds_profile
 from ros_helpers import REPO, ExecutorThread, TopicRecorder, stamp_ns, wait_for
@@ -87,9 +89,16 @@ def leftover_guard():
 
 
 def status_rows(output: str, camera: str) -> List[List[str]]:
-    """Cells of every status-table row of `camera` printed so far."""
-    return [line.split() for line in output.splitlines()
-            if line.startswith(f'  {camera} ') and len(line.split()) == 7]
+    """Cells of every status-table row of `camera` printed so far (cells are separated by two
+    spaces or more; status.py)."""
+    rows = [re.split(r'\s{2,}', line.strip()) for line in output.splitlines()
+            if line.startswith(f'  {camera} ')]
+    return [row for row in rows if len(row) == len(CAMERA_COLUMNS)]
+
+
+CAMERA_COLUMNS = ['camera', 'state', 'fps in', 'fps done', 'latency ms', 'dropped', 'invalid',
+                  'too large', 'bad stamps', 'restarts']
+RESTARTS = CAMERA_COLUMNS.index('restarts')
 
 
 # -- end to end ---------------------------------------------------------------------------------
@@ -140,11 +149,13 @@ def test_three_cameras_detect_survive_a_killed_camera_and_stop_on_sigint(
         assert restarted != killed and not alive(killed)
         assert f'/cam1/camera_node (pid {killed}) killed by SIGKILL; restarting in ' \
             f'{RESTART_DELAY_MIN_S:.1f} s' in launcher.output()
+        assert 'cam1: restarting in 1.0 s, last exit: killed by SIGKILL after ' \
+            in launcher.output()  # the table printed at the exit
         restart_ns = probe.get_clock().now().nanoseconds
         assert wait_for(lambda: sum(stamp_ns(m.header) > restart_ns
                                     for m in detections['/cam1'].messages) >= 5, 60.0), \
             launcher.output()
-        assert wait_for(lambda: any(row[1] == 'streaming' and row[6] == '1' for row in
+        assert wait_for(lambda: any(row[1] == 'streaming' and row[RESTARTS] == '1' for row in
                                     status_rows(launcher.output(), 'cam1')), 30.0, 0.5)
 
     # SIGINT to the launcher alone: it forwards it, and every node process ends.
@@ -161,7 +172,9 @@ def test_three_cameras_detect_survive_a_killed_camera_and_stop_on_sigint(
     probe.destroy_node()
 
 
-def test_detector_that_cannot_start_stops_everything(node_launcher, tmp_path, leftover_guard):
+def test_detector_with_a_configuration_error_stops_everything(node_launcher, tmp_path,
+                                                              leftover_guard):
+    """A configuration error is not restarted: exit 2 with the detector's own message."""
     broken_model = tmp_path / 'broken.torchscript'
     broken_model.write_bytes(b'this is not a TorchScript archive')
     config = write_config(tmp_path / 'cams.yaml', ['rtsp://127.0.0.1:9/none'] * 2,
@@ -169,12 +182,13 @@ def test_detector_that_cannot_start_stops_everything(node_launcher, tmp_path, le
     launcher = node_launcher.start(['multicam-ros', 'launch', str(config),
                                     '--status-period', '0'], name='launcher',
                                    env={PASSWORD_VAR: SECRET})
-    assert launcher.wait(timeout_s=120.0) == 1, launcher.output()
+    assert launcher.wait(timeout_s=120.0) == 2, launcher.output()
     output = launcher.output()
     node_pids = [p for ps in started_pids(output).values() for p in ps]
     leftover_guard.extend(node_pids)
-    assert len(node_pids) == 3
-    assert '[launch] error: the detector /detector could not start (exit code 2)' in output
+    assert len(node_pids) == 3  # started once each: no restart
+    assert '[launch] error: the detector /detector could not start: configuration error ' \
+        '(exit code 2 after ' in output
     assert re.search(r"^\[launch\]   .*model\.path: cannot load '.*broken\.torchscript'",
                      output, re.MULTILINE), output
     assert [pid for pid in node_pids if alive(pid)] == []
@@ -252,7 +266,7 @@ def _stand_in_modules() -> Dict[str, types.ModuleType]:
     launch = module('launch', LaunchDescription=_Recorded)
     launch.actions = module('launch.actions', DeclareLaunchArgument=_Recorded, LogInfo=_Recorded,
                             OpaqueFunction=_Recorded, RegisterEventHandler=_Recorded,
-                            Shutdown=_Recorded, TimerAction=_Recorded)
+                            TimerAction=_Recorded)
     launch.event_handlers = module('launch.event_handlers', OnProcessExit=_Recorded)
     launch.substitutions = module('launch.substitutions',
                                   LaunchConfiguration=_LaunchConfiguration)
@@ -281,13 +295,16 @@ def launch_file_with_stand_ins(monkeypatch):
     return _load_launch_file()
 
 
-def _context(shutting_down: bool = False, **configurations) -> types.SimpleNamespace:
+def _context(shutting_down: bool = False, environment: Optional[Dict[str, str]] = None,
+             **configurations) -> types.SimpleNamespace:
     """What the launch file reads of a LaunchContext."""
     return types.SimpleNamespace(launch_configurations=configurations,
-                                 is_shutdown=shutting_down)
+                                 is_shutdown=shutting_down,
+                                 environment=dict(os.environ if environment is None
+                                                  else environment))
 
 
-def _run_launch_file(module, **arguments) -> list:
+def _run_launch_file(module, environment: Optional[Dict[str, str]] = None, **arguments) -> list:
     """generate_launch_description, then the OpaqueFunction, as `ros2 launch` would."""
     description = module.generate_launch_description()
     entities = description.args[0]
@@ -295,7 +312,8 @@ def _run_launch_file(module, **arguments) -> list:
                 if type(e).__name__ == 'DeclareLaunchArgument'}
     opaque = [e for e in entities if type(e).__name__ == 'OpaqueFunction']
     assert len(opaque) == 1
-    return opaque[0].kwargs['function'](_context(**{**declared, **arguments}))
+    return opaque[0].kwargs['function'](_context(environment=environment,
+                                                 **{**declared, **arguments}))
 
 
 def _nodes(entities: list) -> list:
@@ -310,15 +328,15 @@ def _exit_handler(entities: list, node) -> Optional[_Recorded]:
     return handlers[0] if handlers else None
 
 
-def _expected_node_arguments(plan: Plan, log_level: str) -> List[dict]:
+def _expected_node_arguments(plan: Plan, log_level: str, environ: Dict[str, str]) -> List[dict]:
     """What each launch_ros Node must be given, from the plan's data: every parameter, and the
-    plan's environment merged with the node's own (a camera password moved out of its url)."""
+    environment of plan.process_environment with the launcher's pid."""
     expected = []
     for planned in plan.nodes:
         expected.append(dict(
             package='multicam_ros', executable=planned.executable, name=planned.name,
             namespace=planned.namespace, parameters=[planned.parameters],
-            additional_env={**plan.environment, **planned.environment},
+            env={**plan.process_environment(planned, environ), PARENT_PID_ENV: str(os.getpid())},
             ros_arguments=['--log-level', log_level], output='screen'))
     return expected
 
@@ -339,45 +357,48 @@ def test_launch_file_starts_exactly_the_plan(launch_file_with_stand_ins, tmp_pat
     for variable in (FASTDDS_PROFILE_ENV, FASTRTPS_PROFILE_ENV, FASTDDS_BUILTIN_TRANSPORTS_ENV,
                      'RMW_IMPLEMENTATION'):
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv(PASSWORD_VAR, SECRET)
-    # cam0's password is written in its url: it must travel in cam0's environment only.
+    # cam0's password is written in its url: it must travel in cam0's environment only; cam2's
+    # is in the launch's environment, and must reach cam2 only.
+    environ = {'PATH': '/usr/bin', 'ROS_DOMAIN_ID': '7', PASSWORD_VAR: SECRET,
+               'MULTICAM_ROS_PASSWORD_OLD': 'stale'}
     config = write_config(tmp_path / 'cams.yaml', [f'rtsp://admin:{INLINE_SECRET}@10.0.0.1/a',
                                                    'rtsp://10.0.0.2/b', 'rtsp://10.0.0.3/c'],
                           tmp_path / 'm.pt')
-    entities = _run_launch_file(launch_file_with_stand_ins, config=str(config))
+    monkeypatch.setenv(PASSWORD_VAR, SECRET)  # load_config checks that it is set
+    entities = _run_launch_file(launch_file_with_stand_ins, environment=environ,
+                                config=str(config))
     nodes = _nodes(entities)
     assert len(nodes) == 4
-    on_exit = [node.kwargs.pop('on_exit', None) for node in nodes]
 
     # Written out here, not derived from the plan: a value the launch file drops, or the plan
     # loses, fails this.
-    every = {FASTDDS_PROFILE_ENV: packaged_fastdds_profile(),
-             FASTRTPS_PROFILE_ENV: packaged_fastdds_profile()}
+    every = {'PATH': '/usr/bin', 'ROS_DOMAIN_ID': '7',
+             FASTDDS_PROFILE_ENV: packaged_fastdds_profile(),
+             FASTRTPS_PROFILE_ENV: packaged_fastdds_profile(),
+             PARENT_PID_ENV: str(os.getpid())}  # the launch file runs in `ros2 launch`
     camera = dict(package='multicam_ros', executable='camera_node', name='camera_node',
                   ros_arguments=['--log-level', 'info'], output='screen')
     assert [node.kwargs for node in nodes] == [
         dict(camera, namespace='/cam0', parameters=[{
             'url': 'rtsp://admin@10.0.0.1/a', 'reconnect_delay_max_s': 2.0,
             'password_env': 'MULTICAM_ROS_PASSWORD_CAM0'}],
-            additional_env={**every, 'MULTICAM_ROS_PASSWORD_CAM0': INLINE_SECRET}),
+            env={**every, 'MULTICAM_ROS_PASSWORD_CAM0': INLINE_SECRET}),
         dict(camera, namespace='/cam1', parameters=[{
-            'url': 'rtsp://10.0.0.2/b', 'reconnect_delay_max_s': 2.0}], additional_env=every),
+            'url': 'rtsp://10.0.0.2/b', 'reconnect_delay_max_s': 2.0}], env=every),
         dict(camera, namespace='/cam2', parameters=[{
             'url': 'rtsp://viewer@10.0.0.3/c', 'reconnect_delay_max_s': 2.0,
-            'password_env': PASSWORD_VAR}], additional_env=every),
+            'password_env': PASSWORD_VAR}], env={**every, PASSWORD_VAR: SECRET}),
         dict(package='multicam_ros', executable='detector_node', name='detector', namespace='/',
              parameters=[{'cameras': ['/cam0', '/cam1', '/cam2'],
                           'model.backend': 'torchscript', 'model.path': str(tmp_path / 'm.pt'),
                           'model.class_names': ['thing', 'other'], 'device': 'cpu',
                           'input_size': 320}],
-             additional_env=every, ros_arguments=['--log-level', 'info'], output='screen')]
+             env=every, ros_arguments=['--log-level', 'info'], output='screen')]
     # ... and it is the plan `multicam-ros launch` starts.
     plan = node_plan(load_config(str(config)))
-    assert [node.kwargs for node in nodes] == _expected_node_arguments(plan, 'info')
-    # The detector's exit ends the launch, like `multicam-ros launch`; cameras restart instead.
-    assert on_exit[:3] == [None] * 3
-    assert type(on_exit[3]).__name__ == 'Shutdown'
-    assert [_exit_handler(entities, node) is not None for node in nodes] == [True] * 3 + [False]
+    assert [node.kwargs for node in nodes] == _expected_node_arguments(plan, 'info', environ)
+    # Every node, the detector too, is supervised (restarted, or the launch ends).
+    assert all(_exit_handler(entities, node) is not None for node in nodes)
 
 
 def _expected_delays_s(count: int) -> List[float]:
@@ -393,6 +414,11 @@ class _Clock:
         return self.now_s
 
 
+def _only(entities: list, kind: str):
+    (found,) = [e for e in entities if type(e).__name__ == kind]
+    return found
+
+
 def test_launch_file_restarts_a_camera_with_the_policy(launch_file_with_stand_ins, tmp_path,
                                                        monkeypatch):
     clock = _Clock()
@@ -404,41 +430,197 @@ def test_launch_file_restarts_a_camera_with_the_policy(launch_file_with_stand_in
     (first,) = _nodes(entities)
     node = first
     delays_s = []
-    for run_s in [0.5] * 7 + [STABLE_RUN_S]:  # it keeps dying, then one run is stable
+    # It keeps dying (never giving up: a camera), then one run is stable.
+    runs_s = [0.5] * (DETECTOR_FAST_FAILURES_MAX + 3) + [STABLE_RUN_S]
+    for run_s in runs_s:
         handler = _exit_handler(entities, node)
         assert handler.kwargs['handle_once'] is True
         clock.now_s += run_s
         log, timer = handler.kwargs['on_exit'](types.SimpleNamespace(returncode=1), _context())
         delays_s.append(timer.kwargs['period'])
-        assert log.kwargs['msg'] == (f'/a/camera_node exited with code 1; restarting in '
-                                     f'{delays_s[-1]:.1f} s')
+        assert log.kwargs['msg'] == (f'/a/camera_node exited (exit code 1 after {run_s:.1f} s)'
+                                     f'; restarting in {delays_s[-1]:.1f} s')
         (restart,) = timer.kwargs['actions']
         entities = restart.kwargs['function'](_context())
         (fresh,) = _nodes(entities)
         assert fresh is not node and fresh.kwargs == first.kwargs  # a new Node, same node
         node = fresh
-    assert delays_s == _expected_delays_s(7) + [RESTART_DELAY_MIN_S]
+    assert delays_s == _expected_delays_s(len(runs_s) - 1) + [RESTART_DELAY_MIN_S]
+    # A configuration error: not restarted, and the launch goes on.
+    (log,) = _exit_handler(entities, node).kwargs['on_exit'](
+        types.SimpleNamespace(returncode=CONFIG_ERROR_EXIT), _context())
+    assert log.kwargs['msg'].startswith('error: /a/camera_node failed, not restarted: '
+                                        'configuration error (exit code 2 after ')
+    assert log.kwargs['msg'].endswith('the other nodes go on')
     # While the launch shuts down, an exit is the end.
     handler = _exit_handler(entities, node)
     assert handler.kwargs['on_exit'](types.SimpleNamespace(returncode=-2),
                                      _context(shutting_down=True)) == []
 
 
-def test_both_starters_follow_one_policy(tmp_path):
-    """`multicam-ros launch` waits exactly as long as the launch file before each restart."""
+def _launch_file_detector(module, tmp_path):
+    config = tmp_path / 'cams.yaml'
+    config.write_text(f'cameras: [{{name: a, url: "rtsp://h/x"}}]\n'
+                      f'detector: {{model: {{path: {tmp_path / "m.pt"}}}}}\n')
+    entities = _run_launch_file(module, config=str(config))
+    detector = _nodes(entities)[-1]
+    assert detector.kwargs['executable'] == 'detector_node'
+    return entities, detector
+
+
+def _stops_the_launch(actions: list, *words: str) -> None:
+    """The actions say why, then end the launch with an error (ros2 launch exits 1)."""
+    log, stop = actions
+    assert log.kwargs['msg'].startswith('error: the detector /detector is not restarted: ')
+    for word in words:
+        assert word in log.kwargs['msg']
+    with pytest.raises(RuntimeError, match='the detector /detector is not restarted'):
+        stop.kwargs['function'](_context(), *stop.kwargs['args'])
+
+
+def test_launch_file_restarts_the_detector_until_it_keeps_failing(
+        launch_file_with_stand_ins, tmp_path, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(launch_file_with_stand_ins, 'time', clock)
+    entities, node = _launch_file_detector(launch_file_with_stand_ins, tmp_path)
+    delays_s = []
+    # Killed after a stable run: restarted after the minimum delay; then it fails fast.
+    for run_s in [STABLE_RUN_S] + [0.5] * (DETECTOR_FAST_FAILURES_MAX - 1):
+        clock.now_s += run_s
+        log, timer = _exit_handler(entities, node).kwargs['on_exit'](
+            types.SimpleNamespace(returncode=-9), _context())
+        assert log.kwargs['msg'].startswith('/detector exited (killed by SIGKILL after ')
+        delays_s.append(timer.kwargs['period'])
+        entities = timer.kwargs['actions'][0].kwargs['function'](_context())
+        (node,) = _nodes(entities)
+    assert delays_s == _expected_delays_s(DETECTOR_FAST_FAILURES_MAX)
+    clock.now_s += 0.5  # the DETECTOR_FAST_FAILURES_MAX-th fast failure in a row
+    on_exit = _exit_handler(entities, node).kwargs['on_exit']
+    _stops_the_launch(on_exit(types.SimpleNamespace(returncode=1), _context()),
+                      f'{DETECTOR_FAST_FAILURES_MAX} fast failures in a row',
+                      'the last: exit code 1')
+
+
+def test_launch_file_stops_on_a_detector_configuration_error(launch_file_with_stand_ins,
+                                                             tmp_path):
+    entities, node = _launch_file_detector(launch_file_with_stand_ins, tmp_path)
+    on_exit = _exit_handler(entities, node).kwargs['on_exit']
+    _stops_the_launch(on_exit(types.SimpleNamespace(returncode=CONFIG_ERROR_EXIT), _context()),
+                      'configuration error (exit code 2')
+
+
+# -- the policy -------------------------------------------------------------------------------
+
+
+def _camera_and_detector(tmp_path: Path):
     config = tmp_path / 'cams.yaml'
     config.write_text('cameras: [{name: a, url: "rtsp://h/x"}]\n')
-    (camera,) = node_plan(load_config(str(config)), detector=False).nodes
+    return node_plan(load_config(str(config))).nodes
+
+
+def test_both_starters_follow_one_policy(tmp_path):
+    """`multicam-ros launch` waits exactly as long as the launch file before each restart."""
+    camera, _ = _camera_and_detector(tmp_path)
     child = Child(camera, [], {}, Output(io.StringIO()))
     delays_s = []
     now_s = 1000.0
     for run_s in [0.5] * 7 + [STABLE_RUN_S]:
         child.started_s = now_s
         now_s += run_s
-        delays_s.append(child.schedule_restart(now_s))
-        assert child.restart_at_s == now_s + delays_s[-1]
+        decision = child.exited(-9, now_s)
+        assert decision.action is Action.RESTART and child.restart_at_s == now_s + decision.delay_s
+        delays_s.append(decision.delay_s)
         now_s = child.restart_at_s
     assert delays_s == _expected_delays_s(7) + [RESTART_DELAY_MIN_S]
+    assert child.last_exit == f'killed by SIGKILL after {STABLE_RUN_S:.1f} s'
+
+
+def test_policy_config_errors_fast_failures_and_stable_runs(tmp_path):
+    camera, detector = _camera_and_detector(tmp_path)
+    assert CONFIG_ERROR_EXIT == node_main_exit_config()
+    # A configuration error: a camera is marked failed, the detector stops the system (exit 2).
+    assert Supervision(camera.on_exit).after_exit(2, 1.0).action is Action.MARK_FAILED
+    stop = Supervision(detector.on_exit).after_exit(2, 100.0)
+    assert (stop.action, stop.exit_code) == (Action.STOP_SYSTEM, 2)
+    # The detector gives up after DETECTOR_FAST_FAILURES_MAX fast failures in a row (exit 1);
+    # a stable run in between starts the count again.
+    policy = Supervision(detector.on_exit)
+    runs_s = [1.0] * (DETECTOR_FAST_FAILURES_MAX - 1) + [STABLE_RUN_S] \
+        + [STABLE_RUN_S - 0.1] * (DETECTOR_FAST_FAILURES_MAX - 1)
+    assert [policy.after_exit(1, run_s).action for run_s in runs_s] == \
+        [Action.RESTART] * len(runs_s)
+    stop = policy.after_exit(-9, 0.2)
+    assert (stop.action, stop.exit_code) == (Action.STOP_SYSTEM, 1)
+    assert stop.reason == (f'{DETECTOR_FAST_FAILURES_MAX} fast failures in a row (each within '
+                           f'{STABLE_RUN_S:g} s of its start), the last: killed by SIGKILL '
+                           f'after 0.2 s')
+    # A camera never gives up, and its delays stop growing at the maximum.
+    policy = Supervision(camera.on_exit)
+    decisions = [policy.after_exit(1, 0.1) for _ in range(20)]
+    assert {d.action for d in decisions} == {Action.RESTART}
+    assert decisions[-1].delay_s == RESTART_DELAY_MAX_S
+
+
+def node_main_exit_config() -> int:
+    from multicam_ros.ros.node_main import EXIT_CONFIG
+    return EXIT_CONFIG
+
+
+def test_each_camera_gets_only_its_own_password_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv('GATE_PW', 'gate-secret')
+    config = tmp_path / 'cams.yaml'
+    config.write_text('cameras: [{name: yard, url: "rtsp://u:yard-secret@h/x"},\n'
+                      '  {name: gate, url: "rtsp://u@h/y", password_env: GATE_PW},\n'
+                      '  {name: door, url: "rtsp://h/z"}]\n')
+    plan = node_plan(load_config(str(config)))
+    environ = {'HOME': '/home/u', 'GATE_PW': 'gate-secret', 'MULTICAM_ROS_PASSWORD_X': 'old'}
+    yard, gate, door, detector = [plan.process_environment(node, environ)
+                                  for node in plan.nodes]
+    common = {'HOME': '/home/u', **plan.environment}
+    assert yard == {**common, 'MULTICAM_ROS_PASSWORD_YARD': 'yard-secret'}
+    assert gate == {**common, 'GATE_PW': 'gate-secret'}
+    assert door == common and detector == common
+
+
+# -- leftovers and the graph ---------------------------------------------------------------------
+
+
+def test_dead_runs_folders_are_removed_live_ones_kept(tmp_path):
+    live, lock = make_workdir(str(tmp_path))
+    (live / 'x.params.yaml').write_text('secret')
+    dead, dead_lock = make_workdir(str(tmp_path))
+    os.close(dead_lock)  # what the kernel does when its run dies
+    being_made = tmp_path / (WORKDIR_PREFIX + 'new_0000')
+    being_made.mkdir()
+    # Not a run's: another name, or other files in it (a user's clone, say); never touched.
+    unrelated = [tmp_path / 'other-folder', tmp_path / (WORKDIR_PREFIX + 'dev'),
+                 tmp_path / (WORKDIR_PREFIX + 'clone_00')]
+    for folder in unrelated:
+        folder.mkdir()
+    (unrelated[2] / 'setup.py').write_text('')
+    old = time.time() - UNLOCKED_GRACE_S - 1
+    for folder in unrelated:
+        os.utime(folder, (old, old))
+    try:
+        assert remove_dead_workdirs(str(tmp_path)) == [dead]
+        assert live.is_dir() and not dead.exists() and being_made.is_dir()
+        os.utime(being_made, (old, old))  # no lock file and old: a run that died making it
+        assert remove_dead_workdirs(str(tmp_path)) == [being_made]
+        assert all(folder.is_dir() for folder in unrelated)
+    finally:
+        os.close(lock)
+    assert remove_dead_workdirs(str(tmp_path)) == [live]
+
+
+def test_running_nodes_lists_the_nodes_on_the_graph(ros_context):
+    from multicam_ros.ros.graph import running_nodes
+    node = Node('camera_node', namespace='/graph_cam', context=ros_context)
+    try:
+        wanted = ['/graph_cam/camera_node', '/graph_other/camera_node']
+        assert running_nodes(wanted, wait_s=10.0) == ['/graph_cam/camera_node']
+        assert running_nodes(['/graph_cam/camera_node'], wait_s=10.0) == wanted[:1]
+    finally:
+        node.destroy_node()
 
 
 def test_launch_file_arguments_detector_and_log_level(launch_file_with_stand_ins, tmp_path):
@@ -448,8 +630,10 @@ def test_launch_file_arguments_detector_and_log_level(launch_file_with_stand_ins
     nodes = _nodes(_run_launch_file(launch_file_with_stand_ins, config=str(config),
                                     detector='false', log_level='debug'))
     plan = node_plan(load_config(str(config)), detector=False)
-    assert [node.kwargs for node in nodes] == _expected_node_arguments(plan, 'debug')
-    assert nodes[0].kwargs['additional_env']['MULTICAM_ROS_PASSWORD_A'] == 'pw12'
+    assert [node.kwargs for node in nodes] == _expected_node_arguments(plan, 'debug',
+                                                                       dict(os.environ))
+    assert nodes[0].kwargs['env']['MULTICAM_ROS_PASSWORD_A'] == 'pw12'
+    assert 'MULTICAM_ROS_PASSWORD_A' not in nodes[1].kwargs['env']
     with pytest.raises(ConfigError, match="detector: 'maybe' is not a switch; accepted: 'true' "
                                           "or 'false'"):
         _run_launch_file(launch_file_with_stand_ins, config=str(config), detector='maybe')
@@ -482,7 +666,7 @@ def _real_launch_ros_check(tmp_path):
     plan = node_plan(load_config(str(config)))
     assert [(n.node_package, n.node_executable) for n in nodes] == [
         (p.package, p.executable) for p in plan.nodes]
-    assert sum(isinstance(e, RegisterEventHandler) for e in entities) == 2  # one per camera
+    assert sum(isinstance(e, RegisterEventHandler) for e in entities) == 3  # one per node
 
 
 # Collected only where launch_ros imports (a ROS install); elsewhere the stand-in tests above

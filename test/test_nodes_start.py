@@ -1,12 +1,14 @@
-"""Both node commands start as real ROS 2 nodes and end within 2 s on SIGINT and SIGTERM."""
+"""Both node commands start as real ROS 2 nodes and end within 2 s on SIGINT and SIGTERM; a
+malformed --ros-args is a clear error (exit 2), and unknown parameters are warned about."""
 import signal
+import subprocess
 import time
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 
-from ros_helpers import ExecutorThread, TopicRecorder, wait_for
+from ros_helpers import VENV_BIN, ExecutorThread, TopicRecorder, isolated_env, wait_for
 
 
 def graph_has(node: Node, name: str, namespace: str) -> bool:
@@ -42,3 +44,84 @@ def test_node_joins_graph_and_stops_on_signal(ros_context, node_launcher, script
     assert proc.wait(timeout_s=5.0) == 0, proc.output()
     assert time.monotonic() - started < 2.0
     observer.destroy_node()
+
+
+# -- malformed ROS arguments -------------------------------------------------------------------
+
+@pytest.mark.parametrize('ros_args, expected', [
+    (['-p', 'url'], "'-p url': -p takes NAME:=VALUE, e.g. -p url:=rtsp://cam/stream"),
+    (['-p', 'url:='], "'-p url:=': nothing after ':='"),
+    (['-r'], "'-r' needs a value after it"),
+    (['-r', '__ns'], "'-r __ns': -r takes FROM:=TO, e.g. -r __ns:=/cam0"),
+    (['--foo'], "unknown ROS argument '--foo'"),
+    (['--remapp', 'x:=y'], "unknown ROS argument '--remapp' (did you mean '--remap'?)"),
+    (['--params-file', '/nonexistent/params.yaml'],
+     "'--params-file /nonexistent/params.yaml': no such file"),
+    (['--log-level', 'loud'], "'--log-level loud': 'loud' is not a log level"),
+    (['-r', 'rtsp://admin:Hunter2Secret@cam/s'], "'-r rtsp://admin:***@cam/s': -r takes"),
+], ids=['param-without-assignment', 'param-without-value', 'remap-without-rule',
+        'remap-without-assignment', 'unknown-flag', 'flag-typo', 'missing-params-file',
+        'bad-log-level', 'password-redacted'])
+def test_malformed_ros_args_give_one_clear_paragraph_and_exit_2(ros_domain_id, ros_args,
+                                                                expected):
+    done = subprocess.run([str(VENV_BIN / 'camera_node'), '--ros-args', *ros_args],
+                          env=isolated_env(ros_domain_id), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert 'Traceback' not in done.stderr + done.stdout, done.stderr
+    ours = [line for line in done.stderr.splitlines()
+            if line.startswith('[camera_node] invalid ROS arguments: ')]
+    assert len(ours) == 1, done.stderr  # one paragraph, on one line
+    assert expected in ours[0], ours[0]
+    assert 'Accepted after --ros-args: -p NAME:=VALUE' in ours[0]
+    assert 'Hunter2Secret' not in done.stderr + done.stdout
+
+
+def test_well_formed_ros_args_are_not_faulted():
+    from multicam_ros.ros.node_main import ros_args_problem
+    assert ros_args_problem(['camera_node', '--ros-args', '-r', '__ns:=/cam0', '-p',
+                             'url:=rtsp://cam/s', '--log-level', 'camera_node:=DEBUG',
+                             '--disable-rosout-logs', '-e', '/enclave', '--', '-p']) is None
+    assert ros_args_problem(['camera_node', '-p', 'url']) is None  # not a ROS argument
+
+
+# -- unknown parameters --------------------------------------------------------------------------
+
+def test_unknown_parameters_are_warned_about_with_the_closest_name(ros_domain_id, tmp_path,
+                                                                   node_launcher):
+    params_file = tmp_path / 'params.yaml'
+    params_file.write_text(
+        '/probe/camera_node:\n  ros__parameters:\n    reconect_delay_max_s: 3.0\n'
+        '/**:\n  ros__parameters:\n    zzz_not_a_setting: 1\n'
+        '/other/node:\n  ros__parameters:\n    for_another_node: 1\n')
+    proc = node_launcher.start(['camera_node', '--ros-args', '-r', '__ns:=/probe',
+                                '-p', 'url:=rtsp://127.0.0.1:9/unreachable', '-p', 'fsp:=5.0',
+                                '--params-file', str(params_file)])
+    expected = ["unknown parameter 'fsp' (ignored); did you mean 'fps'?",
+                "unknown parameter 'reconect_delay_max_s' (ignored); did you mean "
+                "'reconnect_delay_max_s'?",
+                "unknown parameter 'zzz_not_a_setting' (ignored); known parameters: "]
+    assert wait_for(lambda: all(text in proc.output() for text in expected), 30.0), \
+        proc.output()
+    assert 'for_another_node' not in proc.output()  # another node's key is not ours
+    assert "'url'" not in proc.output() and "'use_sim_time'" not in proc.output()
+    assert proc.stop() == 0, proc.output()
+
+
+def test_a_typo_is_warned_about_even_when_the_node_then_fails(ros_domain_id):
+    """`-p ulr:=...` leaves url empty, a configuration error: the warning says why."""
+    done = subprocess.run([str(VENV_BIN / 'camera_node'), '--ros-args', '-p',
+                           'ulr:=rtsp://cam/s'], env=isolated_env(ros_domain_id),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "unknown parameter 'ulr' (ignored); did you mean 'url'?" in done.stderr
+    assert '[camera_node] configuration error: url: empty' in done.stderr
+    assert 'Traceback' not in done.stderr
+
+
+def test_unknown_parameter_message():
+    from multicam_ros.ros.node_main import unknown_parameter_message
+    assert unknown_parameter_message('max_batchsize', ['max_batch_size', 'cameras']) == \
+        "unknown parameter 'max_batchsize' (ignored); did you mean 'max_batch_size'?"
+    assert unknown_parameter_message('qqq', ['b', 'a']) == \
+        "unknown parameter 'qqq' (ignored); known parameters: a, b"

@@ -1,5 +1,12 @@
-"""Source URL validation, password handling and OpenCV/FFmpeg open options (no mocks)."""
+"""Source URL validation, password handling, OpenCV/FFmpeg open options and the redaction of
+this process's output (no mocks)."""
+import base64
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from urllib.parse import quote
 
 import cv2
@@ -7,7 +14,8 @@ import pytest
 
 from multicam_ros.core.sources import (ACCEPTED_FORMS, apply_rtsp_transport, CAPTURE_OPTIONS_ENV,
                                        capture_params, ffmpeg_capture_options, native_log_warning,
-                                       parse_capture_options, redact, validate_source)
+                                       output_secrets, parse_capture_options, redact,
+                                       validate_source)
 from multicam_ros.core.settings import ConfigError
 
 PASSWORD = 'S3cr3t-pw'
@@ -236,3 +244,89 @@ def test_native_log_warning_only_for_ffmpeg_debug_with_a_password():
     assert native_log_warning(secret, {'OPENCV_FFMPEG_LOGLEVEL': '40'}) == ''
     assert native_log_warning(secret, {}) == ''
     assert native_log_warning(plain, {'OPENCV_FFMPEG_LOGLEVEL': '48'}) == ''
+
+
+@pytest.mark.parametrize('environ', [
+    {'OPENCV_VIDEOIO_DEBUG': '1'}, {'OPENCV_VIDEOCAPTURE_DEBUG': 'TRUE'},
+    {'OPENCV_FFMPEG_LOGLEVEL': '48', 'OPENCV_VIDEOIO_DEBUG': '1'}])
+def test_native_log_warning_names_every_variable_that_prints_the_url(environ):
+    secret = validate_source(f'rtsp://admin:{PASSWORD}@cam.local/s')
+    warning = native_log_warning(secret, environ)
+    for name, value in environ.items():
+        assert f'{name}={value}' in warning
+    assert PASSWORD not in warning
+    assert native_log_warning(secret, {'OPENCV_VIDEOIO_DEBUG': '0'}) == ''
+    assert native_log_warning(secret, {'OPENCV_LOG_LEVEL': 'VERBOSE'}) == ''  # checked: no URL
+
+
+def test_output_secrets_cover_every_form_of_the_password(monkeypatch):
+    source = validate_source(f'rtsp://admin:{quote("p@ss/w:rd", safe="")}@cam.local/s')
+    secrets = output_secrets(source)
+    assert 'p@ss/w:rd' in secrets and quote('p@ss/w:rd', safe='') in secrets
+    assert base64.b64encode(b'admin:p@ss/w:rd').decode() in secrets  # HTTP Basic
+    monkeypatch.setenv('CAM_PW', PASSWORD)
+    from_env = output_secrets(validate_source('http://admin@cam.local/v', 'CAM_PW'))
+    assert PASSWORD in from_env and base64.b64encode(f'admin:{PASSWORD}'.encode()).decode() \
+        in from_env
+    assert output_secrets(validate_source('rtsp://cam.local/s')) == ()
+
+
+# A process that puts the redactor in front of its output, then writes the password in many
+# ways: Python prints, native writes to both descriptors, a line cut in the middle of the
+# password, output without a final newline, and a child process that inherits the output.
+WRITER = r"""
+import os, subprocess, sys, time
+from multicam_ros.core.sources import redact_process_output, validate_source
+source = validate_source(sys.argv[1])
+redactor = redact_process_output(source)
+print('redactor', redactor.process.pid, flush=True)
+print('print', sys.argv[1], flush=True)
+print('stderr', sys.argv[1], file=sys.stderr, flush=True)
+os.write(2, b'cut ' + sys.argv[2][:4].encode())
+time.sleep(0.3)
+os.write(2, sys.argv[2][4:].encode() + b' end\n')
+os.write(1, b'basic ' + sys.argv[3].encode() + b'\n')
+subprocess.run(['/bin/echo', 'child', sys.argv[1]])
+os.write(1, b'last ' + sys.argv[2].encode())
+"""
+
+
+def run_writer(url: str, password: str) -> subprocess.CompletedProcess:
+    basic = base64.b64encode(f'admin:{password}'.encode()).decode()
+    return subprocess.run([sys.executable, '-c', WRITER, url, password, basic],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=str(Path(__file__).resolve().parent.parent))
+
+
+def test_redacted_output_never_holds_the_password():
+    done = run_writer(f'rtsp://admin:{PASSWORD}@cam.local/s', PASSWORD)
+    assert done.returncode == 0, done.stderr
+    both = done.stdout + done.stderr
+    assert PASSWORD not in both and PASSWORD[:4] + PASSWORD[4:] not in both
+    assert base64.b64encode(f'admin:{PASSWORD}'.encode()).decode() not in both
+    assert 'print rtsp://admin:***@cam.local/s' in done.stdout
+    assert 'stderr rtsp://admin:***@cam.local/s' in done.stderr
+    assert 'cut *** end' in done.stderr  # held back until the rest of it came
+    assert 'basic ***' in done.stdout and 'child rtsp://admin:***@' in done.stdout
+    assert done.stdout.endswith('last ***')  # a last line without newline still arrives
+
+
+def test_redactor_ends_with_its_process_and_ignores_stop_signals():
+    """It outlives SIGINT/SIGTERM sent to it (a launcher's process-group stop must not cut the
+    node's output off) and ends by itself when the process it serves is gone."""
+    proc = subprocess.Popen(
+        [sys.executable, '-c', WRITER.replace("os.write(1, b'last '", 'time.sleep(3); '
+                                              "os.write(1, b'last '"),
+         f'rtsp://admin:{PASSWORD}@cam.local/s', PASSWORD, 'x' * 8],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=str(Path(__file__).resolve().parent.parent))
+    redactor = int(proc.stdout.readline().split()[1])
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        os.kill(redactor, sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.endswith('last ***'), out
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and Path(f'/proc/{redactor}').exists():
+        time.sleep(0.05)
+    assert not Path(f'/proc/{redactor}').exists(), 'the redactor outlived its process'

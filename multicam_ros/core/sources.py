@@ -4,10 +4,13 @@ ROS-free. ``validate_source`` turns the ``url`` parameter into a :class:`Source`
 to open itself (``open_target`` + ``api_preference``) and how to describe itself safely
 (``safe_url``, ``redact``). A bad setting is a ``ConfigError`` of ``url`` or ``password_env``
 (``<key>: <problem>; accepted: <values>``); nothing here ever puts a password into a message.
+``redact_process_output`` keeps it out of what OpenCV and FFmpeg print natively, whatever
+debug variable is set (NATIVE_LEAK_CHECKS).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import logging
 import os
 import re
 from typing import Mapping, MutableMapping
@@ -313,22 +316,241 @@ def apply_rtsp_transport(rtsp_transport: str,
     return value
 
 
+# -- native output: OpenCV's and FFmpeg's debug paths -----------------------------------------
+
+# Checked with opencv-python-headless 5.0 (FFmpeg 62): these print the URL with its password
+# (or an HTTP Basic Authorization header, the base64 of user:password) to stdout or stderr,
+# from native code that `redact` cannot reach. OPENCV_LOG_LEVEL=DEBUG/VERBOSE, OPENCV_TRACE
+# and OPENCV_FFMPEG_DEBUG=1 (FFmpeg at AV_LOG_VERBOSE) were checked not to.
+NATIVE_LEAK_CHECKS = (
+    ('OPENCV_VIDEOIO_DEBUG', 'OpenCV logs "trying capture filename=\'<url>\'"'),
+    ('OPENCV_VIDEOCAPTURE_DEBUG', 'OpenCV logs "trying capture filename=\'<url>\'"'),
+    ('OPENCV_FFMPEG_LOGLEVEL', 'FFmpeg at debug level (48 and up) logs "Opening \'<url>\'" and '
+     'HTTP Authorization headers'),
+)
+
+
+def _native_leaks(environ: Mapping[str, str]) -> list[str]:
+    """NAME=value of each variable in ``environ`` that makes OpenCV or FFmpeg print URLs."""
+    found = []
+    for name, _ in NATIVE_LEAK_CHECKS:
+        value = environ.get(name, '').strip()
+        if not value:
+            continue
+        if name == 'OPENCV_FFMPEG_LOGLEVEL':
+            try:
+                if int(value) < FFMPEG_DEBUG_LOGLEVEL:
+                    continue
+            except ValueError:
+                continue
+        elif value.lower() in ('0', 'false', 'off', 'no'):
+            continue
+        found.append(f'{name}={value}')
+    return found
+
+
+def output_secrets(source: Source) -> tuple[str, ...]:
+    """Every form in which ``source``'s password can reach native output: the source's own
+    secrets (as typed, percent-encoded, decoded) and the base64 of ``user:password`` that an
+    HTTP Basic Authorization header carries."""
+    import base64
+    secrets = list(source.secrets)
+    if source.is_network and secrets and isinstance(source.open_target, str):
+        user = unquote(urlsplit(source.open_target).username or '')
+        for password in set(source.secrets):
+            for credentials in (f'{user}:{password}', f'{user}:{unquote(password)}'):
+                secrets.append(base64.b64encode(credentials.encode()).decode())
+    return tuple(dict.fromkeys(s for s in secrets if len(s) >= MIN_LITERAL_SECRET_LEN))
+
+
+# The redactor process (stdlib only, run with -I -S): reads a JSON header line (literal
+# secrets, regex patterns, the descriptor of the stdout pipe) from fd 0, then forwards what
+# arrives on fd 0 (this process's stderr) to fd 2 and on the stdout pipe to fd 1, secrets
+# replaced by ***. A partial line is sent after 50 ms without a newline, minus any tail that
+# could begin a secret (it waits for the rest).
+_REDACTOR = r"""
+import json, os, re, select, signal
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+header = b''
+while not header.endswith(b'\n'):
+    byte = os.read(0, 1)
+    if not byte:
+        raise SystemExit(0)
+    header += byte
+spec = json.loads(header)
+secrets = [s.encode('utf-8', 'surrogateescape') for s in spec['secrets']]
+patterns = [(re.compile(p.encode()), r.encode()) for p, r in spec['patterns']]
+
+def clean(data):
+    for pattern, replacement in patterns:
+        data = pattern.sub(replacement, data)
+    for secret in secrets:
+        data = data.replace(secret, b'***')
+    return data
+
+def safe_cut(data):
+    if not secrets:
+        return len(data)
+    for start in range(max(0, len(data) - max(map(len, secrets)) + 1), len(data)):
+        tail = data[start:]
+        if any(secret.startswith(tail) for secret in secrets):
+            return start
+    return len(data)
+
+routes = {0: 2, spec['stdout_fd']: 1}
+pending = {fd: b'' for fd in routes}
+alive = {fd: True for fd in routes}
+broken = set()
+
+def emit(fd, data):
+    out = routes[fd]
+    if out in broken or not data:
+        return
+    try:
+        while data:
+            data = data[os.write(out, data):]
+    except OSError:
+        broken.add(out)
+
+while any(alive.values()):
+    waiting = any(pending[fd] for fd in pending if alive[fd])
+    ready, _, _ = select.select([fd for fd in alive if alive[fd]], [], [],
+                                0.05 if waiting else None)
+    for fd in ready:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            alive[fd] = False
+            emit(fd, clean(pending[fd]))
+            pending[fd] = b''
+            continue
+        data = pending[fd] + chunk
+        complete, newline, rest = data.rpartition(b'\n')
+        if newline:
+            emit(fd, clean(complete + newline))
+        pending[fd] = rest
+    if not ready:
+        for fd in pending:
+            if pending[fd]:
+                cut = safe_cut(pending[fd])
+                emit(fd, clean(pending[fd][:cut]))
+                pending[fd] = pending[fd][cut:]
+"""
+
+
+class OutputRedactor:
+    """Everything this process writes to file descriptors 1 and 2 from now on (Python, rclpy's
+    logging, OpenCV and FFmpeg natively) goes through a small redactor process that passes it
+    on to the real stdout and stderr with each secret replaced by ``***``.
+
+    A separate process, not a thread: it needs no GIL (a native writer holding it can never
+    block the forwarding), it outlives the interpreter's teardown (whatever is written last,
+    a crash report included, still arrives, redacted), and it ends by itself at end of input,
+    when this process and its children have exited, however they exited. It ignores SIGINT,
+    SIGTERM and SIGHUP, so the stop signals of a launcher's process group do not cut the
+    output off, and gets an empty environment (no password, no marker variables). Output
+    loses its terminal: nothing is written in colour any more.
+    """
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        import json
+        import subprocess
+        import sys
+        self.secrets = secrets
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        err_read, err_write = os.pipe()
+        out_read, out_write = os.pipe()
+        header = json.dumps({'secrets': list(secrets), 'stdout_fd': out_read, 'patterns': [
+            (_URL_CREDENTIALS.pattern, r'\g<head>:***@'),
+            ('(?i)' + _QUERY_SECRET.pattern, r'\g<head>***'),
+        ]}) + '\n'
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, '-I', '-S', '-c', _REDACTOR], stdin=err_read, stdout=1,
+                stderr=2, pass_fds=(out_read,), env={}, start_new_session=True)
+        except (OSError, ValueError) as exc:
+            for fd in (err_read, err_write, out_read, out_write):
+                os.close(fd)
+            raise OSError(f'cannot start the output redactor: {exc}') from None
+        os.close(err_read)
+        os.close(out_read)
+        os.write(err_write, header.encode())
+        for fd, write_end in ((1, out_write), (2, err_write)):
+            _grow_pipe(write_end)
+            os.dup2(write_end, fd)
+            os.close(write_end)
+
+
+def _grow_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Make a pipe's buffer large (Linux F_SETPIPE_SZ), so that a burst of debug output is
+    taken at once; a no-op where that is not possible."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, getattr(fcntl, 'F_SETPIPE_SZ', 1031), size)
+    except (OSError, ImportError):
+        pass
+
+
+# The file descriptors are the process's, so the redactor in front of them is too.
+_process_redactor: OutputRedactor | None = None
+
+
+def redact_process_output(source: Source) -> OutputRedactor | None:
+    """When ``source`` has a password: from now on everything this process writes to stdout
+    and stderr reaches them with every form of it (``output_secrets``) replaced by ``***``,
+    native writes of OpenCV and FFmpeg included (OutputRedactor), so that no debug variable
+    (NATIVE_LEAK_CHECKS) can print it. Call it once the source is known and before the capture
+    opens. Returns the redactor in front of the output, or None when there is nothing to hide.
+
+    Where no redactor can be started (not POSIX, or spawning fails), the variables that would
+    print the password are removed from the environment instead (OpenCV reads them at its first
+    capture), and ``native_log_warning`` says so.
+    """
+    global _process_redactor
+    secrets = output_secrets(source)
+    if not secrets:
+        return None
+    if _process_redactor is not None and set(secrets) <= set(_process_redactor.secrets):
+        return _process_redactor
+    try:
+        if os.name != 'posix':
+            raise OSError('needs POSIX pipes')
+        # A second one (other secrets) writes into the first: both redact.
+        _process_redactor = OutputRedactor(secrets)
+    except OSError as exc:
+        leaks = _native_leaks(os.environ)
+        for leak in leaks:
+            os.environ.pop(leak.partition('=')[0], None)
+        if leaks:
+            logging.getLogger(__name__).warning(
+                f'cannot redact this process\'s output ({exc}): removed {", ".join(leaks)} '
+                'from the environment, which would print the camera password')
+        return None
+    return _process_redactor
+
+
+def output_redacted(source: Source) -> bool:
+    """True when this process's output is redacted for ``source`` (redact_process_output)."""
+    return (_process_redactor is not None
+            and set(output_secrets(source)) <= set(_process_redactor.secrets))
+
+
 def native_log_warning(source: Source, environ: Mapping[str, str] | None = None) -> str:
     """Return a warning if native logging would print this source's password, else ''.
 
-    FFmpeg at debug level (OPENCV_FFMPEG_LOGLEVEL >= 48) writes "Opening '<url>' for reading"
-    with the full URL straight to stderr, where ``redact`` cannot reach it. Lower levels, and
-    OpenCV's own OPENCV_LOG_LEVEL, were checked not to print it.
+    The variables of NATIVE_LEAK_CHECKS make OpenCV or FFmpeg write the URL (or an HTTP
+    Authorization header) straight to stdout or stderr, where ``redact`` cannot reach it;
+    once ``redact_process_output`` stands in front of the output they are harmless, and
+    nothing is said.
     """
     environ = os.environ if environ is None else environ
-    if not source.secrets:
+    if not source.secrets or output_redacted(source):
         return ''
-    level_text = environ.get('OPENCV_FFMPEG_LOGLEVEL', '').strip()
-    try:
-        level = int(level_text)
-    except ValueError:
+    leaks = _native_leaks(environ)
+    if not leaks:
         return ''
-    if level < FFMPEG_DEBUG_LOGLEVEL:
-        return ''
-    return (f'OPENCV_FFMPEG_LOGLEVEL={level} makes FFmpeg print the camera password to stderr; '
-            f'use a level below {FFMPEG_DEBUG_LOGLEVEL}')
+    return (f'{", ".join(leaks)} make{"s" if len(leaks) == 1 else ""} OpenCV/FFmpeg print the '
+            f'camera password to stdout/stderr; unset {"it" if len(leaks) == 1 else "them"} '
+            f'(OPENCV_FFMPEG_LOGLEVEL: use a level below {FFMPEG_DEBUG_LOGLEVEL})')

@@ -1,8 +1,10 @@
 """A small rclpy node that hands every /diagnostics status to a callback, in its own context and
 thread: how `multicam-ros launch` fills its status table (system/status.py) with exactly what a
 ROS user sees on /diagnostics. It lives in ros/ because it imports rclpy; cli.py gives it to the
-ROS-free supervisor, which only calls it and closes it.
+ROS-free supervisor, which only calls it and closes it. Its node name carries the launcher's
+pid, so two launchers (one refused, ros/graph.py) never show as one duplicate name.
 """
+import os
 import threading
 from typing import Callable, Dict
 
@@ -26,7 +28,8 @@ class DiagnosticsListener:
         # The launcher handles SIGINT/SIGTERM itself: they must reach the children first.
         rclpy.init(args=[], context=self._context,
                    signal_handler_options=SignalHandlerOptions.NO)
-        self._node = rclpy.create_node(LISTENER_NODE_NAME, context=self._context)
+        self._node = rclpy.create_node(f'{LISTENER_NODE_NAME}_{os.getpid()}',
+                                       context=self._context)
         self._node.create_subscription(DiagnosticArray, '/diagnostics', self._on_message, 50)
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)

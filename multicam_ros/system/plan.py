@@ -5,8 +5,9 @@
 gets (system/transport.py) and, per camera, the variable that carries a password moved out of
 its URL. `ros2 launch multicam_ros cams.launch.py` and `multicam-ros launch` both start exactly
 this plan, so they cannot disagree; what each does when a process exits is `PlannedNode.on_exit`
-(system/supervision.py). The launch arguments both starters share (`detector`, `log_level`) are
-parsed here too.
+(system/supervision.py), and what environment each process gets is `Plan.process_environment`:
+a camera's password variable reaches that camera's process only. The launch arguments both
+starters share (`detector`, `log_level`) are parsed here too.
 """
 import os
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from multicam_ros.core.settings import ConfigError
 from multicam_ros.core.sources import redact
 from multicam_ros.system.config import Config
 from multicam_ros.system.executables import CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE, PACKAGE
-from multicam_ros.system.supervision import ON_EXIT, OnExit
+from multicam_ros.system.supervision import EXIT_RULES, ExitRule
 from multicam_ros.system.transport import transport_environment
 
 DETECTOR_NODE_NAME = 'detector'
@@ -35,7 +36,7 @@ class PlannedNode:
     name: str  # ROS node name
     namespace: str  # '/front', or '/' for the detector
     parameters: Dict[str, Any] = field(repr=False)  # may hold a camera password
-    on_exit: OnExit  # restart it, or stop the system (supervision.py)
+    on_exit: ExitRule  # what its exits lead to (supervision.py)
     package: str = PACKAGE
     secrets: Tuple[str, ...] = field(default=(), repr=False)
     # Variables for this process only, on top of the plan's: a password moved out of its URL.
@@ -50,11 +51,16 @@ class PlannedNode:
     def is_camera(self) -> bool:
         return self.executable == CAMERA_EXECUTABLE
 
+    @property
+    def password_variable(self) -> str:
+        """The environment variable that holds this camera's password ('' if none)."""
+        return str(self.parameters.get('password_env', '') or '') if self.is_camera else ''
+
 
 @dataclass(frozen=True)
 class Plan:
-    """Every process to start and the environment variables each one gets on top of the
-    starter's own environment."""
+    """Every process to start, the environment variables each one gets on top of the
+    starter's own environment (`environment`; `process_environment` composes the whole)."""
 
     nodes: Tuple[PlannedNode, ...]
     environment: Dict[str, str]
@@ -72,6 +78,27 @@ class Plan:
     def secrets(self) -> Tuple[str, ...]:
         """Every password the plan knows of, for redacting output."""
         return tuple(secret for node in self.nodes for secret in node.secrets)
+
+    def is_password_variable(self, name: str) -> bool:
+        """True for a camera's password variable: one that a camera's password_env names, or
+        any with the prefix of the variables a password is moved into."""
+        return name.startswith(PASSWORD_VARIABLE_PREFIX) or name in {
+            node.password_variable for node in self.cameras if node.password_variable}
+
+    def process_environment(self, node: PlannedNode,
+                            environ: Mapping[str, str]) -> Dict[str, str]:
+        """The whole environment of `node`'s process, from the starter's `environ`: without
+        any camera's password variable, plus the plan's variables, plus the node's own (a
+        camera gets its own password variable back, from `environ` where its password_env
+        names one the starter has, or moved out of its url)."""
+        env = {key: value for key, value in environ.items()
+               if not self.is_password_variable(key)}
+        env.update(self.environment)
+        own = node.password_variable
+        if own and own in environ:
+            env[own] = environ[own]
+        env.update(node.environment)
+        return env
 
     def describe(self) -> List[str]:
         """The plan in lines for people, with passwords replaced by ***."""
@@ -126,14 +153,14 @@ def node_plan(config: Config, detector: bool = True,
         nodes.append(PlannedNode(
             label=camera.name, executable=CAMERA_EXECUTABLE, name=CAMERA_NODE_NAME,
             namespace='/' + camera.name, parameters=parameters,
-            on_exit=ON_EXIT[CAMERA_EXECUTABLE], secrets=camera.source.secrets,
+            on_exit=EXIT_RULES[CAMERA_EXECUTABLE], secrets=camera.source.secrets,
             environment=env))
     if detector:
         parameters = {'cameras': ['/' + camera.name for camera in config.cameras],
                       **config.detector}
         nodes.append(PlannedNode(label=DETECTOR_NODE_NAME, executable=DETECTOR_EXECUTABLE,
                                  name=DETECTOR_NODE_NAME, namespace='/', parameters=parameters,
-                                 on_exit=ON_EXIT[DETECTOR_EXECUTABLE]))
+                                 on_exit=EXIT_RULES[DETECTOR_EXECUTABLE]))
     return Plan(tuple(nodes), transport_environment(config.fastdds_profile, environ),
                 config.path)
 
