@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                     'with the node\'s name in front. Refuses to start nodes that already run '
                     'in this ROS_DOMAIN_ID. Exit codes: 0 after Ctrl-C or SIGTERM, 1 the '
                     'detector kept failing, 2 a configuration error (in the file, of the '
-                    'detector, or of every node), 3 already running.')
+                    'detector, or of every camera), 3 already running.')
     launch.add_argument('config', metavar='CONFIG', help='camera configuration YAML '
                         '(see config/cams.yaml)')
     launch.add_argument('--no-detector', dest='detector', action='store_false',

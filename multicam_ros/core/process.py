@@ -115,6 +115,17 @@ def exit_with_parent(environ: Optional[Mapping[str, str]] = None,
     return _process_alive(parent)
 
 
+def flush_native_output() -> None:
+    """fflush(NULL): hand to the file descriptors what native code (OpenCV, FFmpeg) left in C
+    stdio buffers (stdout is block-buffered when it is a pipe or a file). A normal exit does
+    this; os._exit does not, so call it first."""
+    import ctypes
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
 # -- stop signals -------------------------------------------------------------------------------
 
 class StopRequested(KeyboardInterrupt):

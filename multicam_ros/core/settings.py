@@ -66,10 +66,11 @@ class Setting:
         if self.choices:
             return 'one of ' + ', '.join(repr(c) for c in self.choices)
         kind = _TYPE_WORDS[type(self.default)]
+        low, high = _number(self.min_value), _number(self.max_value)
         if self.min_value is not None and self.max_value is not None:
-            return f'{kind} from {self.min_value:g} to {self.max_value:g}'
+            return f'{kind} from {low} to {high}'
         if self.min_value is not None:
-            return f'{kind} >= {self.min_value:g}'
+            return f'{kind} >= {low}'
         return kind
 
     def error(self, problem: str) -> ConfigError:
@@ -149,3 +150,8 @@ def check_fields(config: Any, prefix: str = '') -> None:
     for s in settings_of(type(config), prefix):
         value = getattr(config, s.field)
         s.check(list(value) if isinstance(value, tuple) else value)
+
+
+def _number(value) -> str:
+    """An integer in full (2147483647, not 2.14748e+09), a float as %g."""
+    return str(value) if isinstance(value, int) or value is None else f'{value:g}'

@@ -26,7 +26,8 @@ from multicam_ros.core.params import CAMERA_PARAMS, camera_configs
 from multicam_ros.core.process import lower_cpu_priority
 from multicam_ros.core.shm_frames import ChannelBusyError, FrameWriter, channel_for_topic, \
     shm_available
-from multicam_ros.core.sources import native_log_warning, validate_source
+from multicam_ros.core.sources import native_log_warning, redact_process_output, \
+    validate_source
 from multicam_ros.core.stats import LatencyWindow, RateLimiter, RateMeter
 from multicam_ros.ros.convert import camera_info_from_calibration, diagnostic_status, \
     image_from_array, stamp_from_ns
@@ -66,6 +67,7 @@ class CameraNode(Node):
         if s.cpu_niceness:
             lower_cpu_priority(s.cpu_niceness)  # before the capture thread starts
         self._source = validate_source(s.url, s.password_env)
+        redact_process_output(self._source)  # before OpenCV can print the URL (sources.py)
         leak_warning = native_log_warning(self._source)
         if leak_warning:
             self.get_logger().warning(leak_warning)

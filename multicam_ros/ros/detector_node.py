@@ -20,6 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo, VisionClass
@@ -280,21 +281,22 @@ class DetectorNode(Node):
         if state.path != SUBSCRIPTION:
             return  # a message still in flight when the camera moved to shared memory
         now_s = time.monotonic()
-        if self._raw_images:
-            image_msg = read_image(msg)
-            if image_msg is None:
+        image_msg = read_image(msg) if self._raw_images else msg
+        if image_msg is None:  # another encapsulation (big endian, XCDR2), or not an Image
+            try:
+                image_msg = deserialize_message(msg, Image)
+            except Exception:  # noqa: BLE001 - rclpy raises its own types for bad bytes
                 if state.invalid():
                     self.get_logger().warning(f'{camera}: skipping image_raw samples that are '
                                               'not a well-formed sensor_msgs/Image')
                 return
-            stamp_ns, frame_id = image_msg.stamp_ns, image_msg.frame_id
+        if isinstance(image_msg, Image):
+            stamp_ns, frame_id = ns_from_stamp(image_msg.header.stamp), image_msg.header.frame_id
         else:
-            image_msg = msg
-            stamp_ns, frame_id = ns_from_stamp(msg.header.stamp), msg.header.frame_id
+            stamp_ns, frame_id = image_msg.stamp_ns, image_msg.frame_id
         if frame_id == NO_SIGNAL_FRAME_ID:
             state.no_signal(now_s)  # the camera is down; its picture is not a frame
             return
-        state.frames_in.tick()
         if (image_msg.width * image_msg.height > self._max_pixels
                 or max(image_msg.step * image_msg.height, len(image_msg.data)) > self._max_bytes):
             if state.too_large():  # once per camera; the count goes on in diagnostics
@@ -312,6 +314,7 @@ class DetectorNode(Node):
                     f'{len(image_msg.data)} bytes: accepted encodings are bgr8, rgb8, mono8, '
                     'bgra8, rgba8 with len(data) == step * height')
             return
+        state.frames_in.tick()
         # any publisher's frames are taken, in any order
         state.received(now_s, stamp_ns, self._now_ns())
         self._collector.put(camera, InputFrame(image=image, stamp_ns=stamp_ns,

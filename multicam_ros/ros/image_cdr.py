@@ -26,7 +26,7 @@ from std_msgs.msg import Header
 
 from multicam_ros.ros.convert import stamp_from_ns
 
-_LITTLE_ENDIAN_CDR = (b'\x00\x01', b'\x00\x03')  # CDR_LE, PL_CDR_LE
+_LITTLE_ENDIAN_CDR = b'\x00\x01'  # plain CDR, little endian: what rmw_fastrtps writes
 _U32 = struct.Struct('<I')
 _TIME = struct.Struct('<iI')
 MAX_STRING = 4096  # frame_id and encoding longer than this are not a camera's
@@ -83,7 +83,7 @@ def read_image(blob: bytes) -> Optional[RawImage]:
     """The Image in `blob` (serialized bytes), or None when they are not a well-formed
     little-endian Image (truncated, or lengths that do not fit)."""
     view = memoryview(blob)
-    if len(view) < 4 or bytes(view[:2]) not in _LITTLE_ENDIAN_CDR:
+    if len(view) < 4 or bytes(view[:2]) != _LITTLE_ENDIAN_CDR:
         return None
     reader = _Reader(view)
     try:
@@ -126,7 +126,7 @@ def size_bounds(max_pixels: int, max_bytes: int) -> List[Tuple[str, int, int]]:
     bounds = []
     for field, limit in (('width', max_pixels), ('step', max_bytes)):
         side = 1
-        while side <= 2 * limit and side <= 1 << 24:
+        while side <= 2 * limit:
             bounds.append((field, side, 2 * limit // side))
             side *= 2
     return bounds

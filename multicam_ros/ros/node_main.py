@@ -31,7 +31,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 
 from multicam_ros.core.process import PARENT_PID_ENV, StopRequested, StopSignals, \
-    catch_stop_signals, exit_with_parent
+    catch_stop_signals, exit_with_parent, flush_native_output
 from multicam_ros.core.settings import ConfigError, Setting
 
 EXIT_STOPPED = 0  # after SIGINT/SIGTERM, whenever it came (also while starting)
@@ -342,6 +342,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: Optional[List[str]]
         atexit._run_exitfuncs()  # what a normal exit would run, and then not the rest
         sys.stdout.flush()
         sys.stderr.flush()
+        flush_native_output()  # what OpenCV and FFmpeg printed: os._exit would drop it
         os._exit(code)
     return code
 

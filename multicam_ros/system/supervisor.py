@@ -70,7 +70,7 @@ TAIL_LINES = 15
 MESSAGE_LINES = 3  # lines of a failed node's output that the status table repeats
 # Exit codes of `multicam-ros launch`: 0 after SIGINT/SIGTERM; supervision.EXIT_FAILED (1) when
 # the detector keeps failing; supervision.EXIT_CONFIG (2) for an invalid file (nothing started),
-# a detector with a configuration error, or when every node failed with one; and:
+# a detector with a configuration error, or when every camera failed with one; and:
 EXIT_RUNNING = 3  # the plan's nodes are already alive on the ROS graph: nothing started
 WORKDIR_PREFIX = 'multicam-ros-'
 WORKDIR_NAME = re.compile(re.escape(WORKDIR_PREFIX) + r'[a-z0-9_]{8}')  # what mkdtemp makes
@@ -101,8 +101,12 @@ def make_workdir(parent: Optional[str] = None) -> Tuple[Path, int]:
     """A private temporary folder for this run and the descriptor of its lock (held until the
     descriptor is closed or the process dies)."""
     workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=parent))
-    descriptor = os.open(workdir / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Locked under another name first, then renamed into place: another launcher's clean-up
+    # never finds the lock file unlocked (a folder holding an unknown name is left alone).
+    making = workdir / (LOCK_NAME + '.new')
+    descriptor = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(making, workdir / LOCK_NAME)
     return workdir, descriptor
 
 
@@ -260,11 +264,6 @@ class Child:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def waiting(self) -> bool:
-        """Running, or to be started again."""
-        return self.running or self.restart_at_s is not None
 
     def status(self, now_s: Optional[float] = None) -> ProcessStatus:
         """A snapshot for the status table."""
@@ -441,9 +440,10 @@ class Supervisor:
                         f'restarting in {decision.delay_s:.1f} s')
                 else:
                     self._say_failed(child, pid)
-            if not any(child.waiting for child in children.values()):
-                say(self.output, 'error: every node failed with a configuration error; '
-                    'nothing left to run')
+            cameras = [child for child in children.values() if child.node.is_camera]
+            if cameras and all(child.failed for child in cameras):
+                say(self.output, 'error: every camera failed with a configuration error; '
+                    'nothing left to serve')
                 self._print_status(children, now_s)
                 return EXIT_CONFIG
             if self.status_period_s > 0 and (changed or now_s >= next_status_s):
@@ -513,7 +513,7 @@ def launch_main(config_path: str, detector: bool = True, log_level: str = 'info'
     `listen` feeds the status table from /diagnostics, `find_running` finds the plan's nodes
     already on the ROS graph (see the module docstring). Exit codes: 0 after SIGINT/SIGTERM,
     1 when the detector keeps failing, 2 for an invalid file (then nothing was started), a
-    detector with a configuration error or when every node failed with one, 3 when the plan's
+    detector with a configuration error or when every camera failed with one, 3 when the plan's
     nodes are already running (nothing started).
     """
     try:

@@ -12,7 +12,6 @@ because nothing was printed at all.
 import base64
 import http.server
 import socket
-import sys
 import threading
 
 import pytest
@@ -26,24 +25,6 @@ PASSWORD = 'Pw4-Debug-Leak'
 BASIC = base64.b64encode(f'{USER}:{PASSWORD}'.encode()).decode()
 SECRETS = (PASSWORD, BASIC)
 TRIED = ('-> streaming', '-> reconnecting')  # camera_node's state log: the open was tried
-# camera_node calls redact_process_output right after validating its source (the one-line
-# call of issue 12). Until that call is in camera_node.py, this wrapper makes it, through the
-# same function, so that this test checks the redactor as a camera process runs it.
-CAMERA = '''
-import sys
-import multicam_ros.ros.camera_node as camera_node
-from multicam_ros.core.sources import redact_process_output
-with open(camera_node.__file__) as source_file:
-    calls_it = 'redact_process_output(' in source_file.read()
-if not calls_it:
-    validate = camera_node.validate_source
-    def validate_and_redact(*args, **kwargs):
-        source = validate(*args, **kwargs)
-        redact_process_output(source)
-        return source
-    camera_node.validate_source = validate_and_redact
-sys.exit(camera_node.main())
-'''
 DEBUG_VARIABLES = [
     ({'OPENCV_VIDEOIO_DEBUG': '1'}, "trying capture filename='rtsp://admin:***@"),
     ({'OPENCV_VIDEOCAPTURE_DEBUG': '1'}, "trying capture filename='rtsp://admin:***@"),
@@ -98,7 +79,7 @@ def closed_port() -> int:
 
 def run_camera(node_launcher, url: str, env: dict, name: str, params=()) -> str:
     """camera_node on `url` with `env`, until its first open was tried; its whole output."""
-    proc = node_launcher.start([sys.executable, '-c', CAMERA, '--ros-args', '-r',
+    proc = node_launcher.start(['camera_node', '--ros-args', '-r',
                                 '__ns:=/cam0', '-p', f'url:={url}', *params], name=name,
                                env=env)
     assert wait_for(lambda: any(mark in proc.output() for mark in TRIED) or not proc.running,
