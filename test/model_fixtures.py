@@ -1,4 +1,5 @@
 """A model double for tests where a model's outputs must be known exactly."""
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,17 @@ def center_box_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp('model') / 'center_box.torchscript'
     torch.jit.script(CenterBoxModel()).save(str(path))
     return path
+
+
+def scripted_detector_yaml(model_path: Path) -> str:
+    """The `detector:` section of a cams.yaml that runs CenterBoxModel on the CPU (the
+    cheapest real model: launch tests are about plumbing, not detection)."""
+    return textwrap.dedent(f"""\
+        detector:
+          model:
+            backend: torchscript
+            path: {model_path}
+            class_names: [thing, other]
+          device: cpu
+          input_size: 320
+        """)

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import sys
-import textwrap
 import time
 import types
 from pathlib import Path
@@ -25,6 +24,7 @@ from multicam_ros.system.supervisor import UNLOCKED_GRACE_S, WORKDIR_PREFIX, Chi
     make_workdir, remove_dead_workdirs
 from multicam_ros.system.transport import FASTDDS_BUILTIN_TRANSPORTS_ENV, FASTDDS_PROFILE_ENV, \
     FASTRTPS_PROFILE_ENV, packaged_fastdds_profile
+from model_fixtures import scripted_detector_yaml
 from ros_helpers import REPO, ExecutorThread, TopicRecorder, stamp_ns, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -36,6 +36,9 @@ PASSWORD_VAR = 'MULTICAM_TEST_CAM_PASSWORD'
 STARTED = re.compile(r'^\[launch\] started (\S+) \(pid (\d+)', re.MULTILINE)
 
 
+RECONNECT_FAST = 'camera_defaults:\n  reconnect_delay_max_s: 2.0\n'  # cameras back soon
+
+
 def write_config(path: Path, urls: List[str], model_path: Path) -> Path:
     """Cameras cam0..camN-1; the last one takes its password from the environment (a password
     written in a url stays in that url)."""
@@ -43,17 +46,7 @@ def write_config(path: Path, urls: List[str], model_path: Path) -> Path:
     last = urls[-1].replace('rtsp://', 'rtsp://viewer@')
     cameras += (f'  - name: cam{len(urls) - 1}\n    url: "{last}"\n'
                 f'    password_env: {PASSWORD_VAR}\n')
-    path.write_text('cameras:\n' + cameras + textwrap.dedent(f"""\
-        camera_defaults:
-          reconnect_delay_max_s: 2.0
-        detector:
-          model:
-            backend: torchscript
-            path: {model_path}
-            class_names: [thing, other]
-          device: cpu
-          input_size: 320
-        """))
+    path.write_text('cameras:\n' + cameras + RECONNECT_FAST + scripted_detector_yaml(model_path))
     return path
 
 

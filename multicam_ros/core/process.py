@@ -43,6 +43,9 @@ def lower_cpu_priority(increment: int) -> int:
 
 # -- no orphans -------------------------------------------------------------------------------
 
+# The exit code of a configuration error: a node's (ros/node_main.py) and the launcher's; never
+# restarted (system/supervision.py).
+EXIT_CONFIG = 2
 PARENT_PID_ENV = 'MULTICAM_ROS_PARENT_PID'
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 

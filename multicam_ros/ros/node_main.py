@@ -30,12 +30,11 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 
-from multicam_ros.core.process import PARENT_PID_ENV, StopRequested, StopSignals, \
+from multicam_ros.core.process import EXIT_CONFIG, PARENT_PID_ENV, StopRequested, StopSignals, \
     catch_stop_signals, exit_with_parent, flush_native_output
 from multicam_ros.core.settings import ConfigError, Setting
 
 EXIT_STOPPED = 0  # after SIGINT/SIGTERM, whenever it came (also while starting)
-EXIT_CONFIG = 2
 EXIT_BUG = 1
 CORE_LOGGER = 'multicam_ros'  # the parent of every core module's logging.getLogger(__name__)
 

@@ -38,19 +38,18 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from multicam_ros.core.capture import Backoff
-from multicam_ros.core.process import PARENT_PID_ENV
+from multicam_ros.core.process import EXIT_CONFIG, PARENT_PID_ENV
 from multicam_ros.system.executables import CAMERA_EXECUTABLE, DETECTOR_EXECUTABLE
 
 RESTART_DELAY_MIN_S = 1.0
 RESTART_DELAY_MAX_S = 30.0
 STABLE_RUN_S = 30.0  # a run this long resets the delays; a shorter one is a fast failure
 DETECTOR_FAST_FAILURES_MAX = 5  # fast failures in a row after which the detector gives up
-CONFIG_ERROR_EXIT = 2  # a node's exit code for a configuration error (ros/node_main.py)
+CONFIG_ERROR_EXIT = EXIT_CONFIG  # a node's exit code for a configuration error (node_main)
 
 # The system exit codes of a stop that the policy decides (the starter's other codes are its
 # own: system/supervisor.py).
 EXIT_FAILED = 1  # the detector failed DETECTOR_FAST_FAILURES_MAX times in a row
-EXIT_CONFIG = 2  # the detector has a configuration error
 
 
 class Action(str, enum.Enum):

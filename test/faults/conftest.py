@@ -11,7 +11,6 @@ import re
 import signal
 import socket
 import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -29,6 +28,7 @@ from multicam_ros.core.diagnostics import CameraReport, ServedCameraReport
 from multicam_ros.core.shm_frames import NAME_PREFIX, SHM_DIR, channel_for_topic, \
     remove_stale_segments, segment_name
 from multicam_testbed import RtspServerError, RtspTestServer
+from model_fixtures import scripted_detector_yaml
 from ros_helpers import LOCALHOST_DISCOVERY, ExecutorThread, NodeProcess, TopicRecorder, \
     isolated_env, make_context, next_domain_id, stamp_ns, wait_for
 
@@ -269,15 +269,7 @@ def write_cams_yaml(path: Path, cameras: Dict[str, str], model_path: Path) -> Pa
     """A cams.yaml of `cameras` (name -> url) and a CPU detector with the scripted one-box
     TorchScript model (the cheapest real model: the test is about plumbing, not detection)."""
     lines = ['cameras:'] + [f'  - {{name: {name}, url: "{url}"}}' for name, url in cameras.items()]
-    path.write_text('\n'.join(lines) + '\n' + textwrap.dedent(f"""\
-        detector:
-          model:
-            backend: torchscript
-            path: {model_path}
-            class_names: [thing, other]
-          device: cpu
-          input_size: 320
-        """))
+    path.write_text('\n'.join(lines) + '\n' + scripted_detector_yaml(model_path))
     return path
 
 

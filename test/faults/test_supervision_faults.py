@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import tempfile
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from multicam_ros.system.supervision import DETECTOR_FAST_FAILURES_MAX, PARENT_P
     RESTART_DELAY_MAX_S, RESTART_DELAY_MIN_S, STABLE_RUN_S
 from multicam_ros.system.supervisor import EXIT_RUNNING, LOCK_NAME, WORKDIR_PREFIX
 from multicam_testbed import RtspServerError, RtspTestServer
+from model_fixtures import scripted_detector_yaml
 from ros_helpers import LOCALHOST_DISCOVERY, ExecutorThread, TopicRecorder, make_context, \
     next_domain_id, stamp_ns, wait_for
 
@@ -52,21 +52,15 @@ CAM1_VAR = 'MULTICAM_FAULTS_CAM1_PASSWORD'
 LAUNCHER_ID = re.compile(r'^\[launch\] started (\S+) \(pid (\d+)', re.MULTILINE)
 
 
+RECONNECT_FAST = 'camera_defaults:\n  reconnect_delay_max_s: 2.0\n'  # cameras back soon
+
+
 def write_config(path: Path, urls: Dict[str, str], model_path: Path, extra: str = '') -> Path:
     """cams.yaml: one camera per (name, url), then `extra` camera entries verbatim, and a CPU
     detector with the scripted one-box model."""
     cameras = ''.join(f'  - {{name: {name}, url: "{url}"}}\n' for name, url in urls.items())
-    path.write_text('cameras:\n' + cameras + extra + textwrap.dedent(f"""\
-        camera_defaults:
-          reconnect_delay_max_s: 2.0
-        detector:
-          model:
-            backend: torchscript
-            path: {model_path}
-            class_names: [thing, other]
-          device: cpu
-          input_size: 320
-        """))
+    path.write_text('cameras:\n' + cameras + extra + RECONNECT_FAST
+                    + scripted_detector_yaml(model_path))
     return path
 
 
