@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
+PROFILING_DIR = REPO / 'bench' / 'profiling'  # its sitecustomize.py: see --profile-detector
 if str(REPO) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO))
 
@@ -735,6 +736,13 @@ def _stat_fields(pid: int) -> Optional[List[str]]:
     return text[text.rfind(')') + 2:].split()
 
 
+def _cmdline(pid: int) -> List[str]:
+    try:
+        return Path(f'/proc/{pid}/cmdline').read_bytes().decode(errors='replace').split('\0')
+    except OSError:
+        return []
+
+
 def process_tree(roots: Iterable[int]) -> List[int]:
     """`roots` and all their descendants that are alive now."""
     children: Dict[int, List[int]] = collections.defaultdict(list)
@@ -921,6 +929,8 @@ class Plan:
     token: str
     notes: List[str] = field(default_factory=list)
     domain_counter: int = 0
+    profile_s: float = 0.0  # --profile-detector
+    detector_cpus: Tuple[int, ...] = ()  # --detector-cpus
     clip_fps: float = 30.0
 
     def clip(self, camera: int) -> str:
@@ -942,7 +952,74 @@ def child_env(plan: Plan, domain: int) -> Dict[str, str]:
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     env.pop('ROS_LOCALHOST_ONLY', None)
     env[MARKER_ENV] = plan.token
+    if plan.profile_s:
+        env['PYTHONPATH'] = os.pathsep.join([str(PROFILING_DIR), env['PYTHONPATH']])
     return env
+
+
+def start_profiles(plan: Plan, running: 'Running', name: str) -> List[Tuple[Path, Any]]:
+    """py-spy on the detector of system a for plan.profile_s seconds: one profile of every
+    thread on the CPU, one of the thread holding the GIL (collapsed stacks per thread)."""
+    launcher = running.system_procs[0].pid
+    detector = [pid for pid in process_tree([launcher])
+                if 'detector_node' in ' '.join(_cmdline(pid))]
+    if not detector or shutil.which('py-spy') is None:
+        plan.notes.append('--profile-detector: ' + ('no py-spy on PATH' if detector
+                                                    else 'no detector process found'))
+        return []
+    folder = plan.results_dir / 'profiles'
+    folder.mkdir(parents=True, exist_ok=True)
+    started = []
+    for mode, extra in (('cpu', []), ('gil', ['--gil'])):
+        path = folder / f'{name}_{mode}.txt'
+        command = ['py-spy', 'record', '--pid', str(detector[0]), '--duration',
+                   str(int(plan.profile_s)), '--rate', '200', '--nonblocking', '--threads',
+                   '--format', 'raw', '--output', str(path), *extra]
+        started.append((path, subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.PIPE, text=True)))
+    return started
+
+
+def split_cpus(plan: Plan, running: 'Running') -> Dict[str, Any]:
+    """--detector-cpus: every thread of system a's detector onto those CPUs, every other
+    process of the system onto the rest."""
+    mine = set(plan.detector_cpus)
+    rest = set(range(os.cpu_count() or 1)) - mine
+    moved = {'detector_threads': 0, 'other_threads': 0}
+    for pid in process_tree([running.system_procs[0].pid]):
+        detector = 'detector_node' in ' '.join(_cmdline(pid))
+        try:
+            tasks = [int(t) for t in os.listdir(f'/proc/{pid}/task')]
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                os.sched_setaffinity(tid, mine if detector else rest)
+            except OSError:
+                continue
+            moved['detector_threads' if detector else 'other_threads'] += 1
+    return {'detector_cpus': sorted(mine), **moved}
+
+
+def finish_profiles(started: List[Tuple[Path, Any]]) -> Dict[str, Any]:
+    """Wait for the profilers; samples per thread of each profile (the stacks stay in the
+    files: bench/profiling/summary.py reads them)."""
+    out: Dict[str, Any] = {}
+    for path, proc in started:
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = 'timed out'
+        threads: Dict[str, int] = collections.Counter()
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                stack, _, count = line.rpartition(' ')
+                if stack and count.isdigit():
+                    threads[stack.split(';', 1)[0]] += int(count)
+        out[path.stem] = {'file': path.name, 'threads': dict(threads),
+                          **({} if path.is_file() else {'error': (err or '')[-500:]})}
+    return out
 
 
 def role_command(role: str, config: Dict[str, Any]) -> List[str]:
@@ -1104,6 +1181,8 @@ def measure_point(plan: Plan, system: str, count: int) -> Dict[str, Any]:
         if point['ready_cameras'] == 0:
             raise RuntimeError(_failure_text(running, running.all_children()))
         check_alive(running, system, point)
+        if plan.detector_cpus and system in A_SYSTEMS:
+            point['cpu_split'] = split_cpus(plan, running)
         deadline_s = time.monotonic() + plan.warmup_s
         while time.monotonic() < deadline_s:
             time.sleep(0.2)
@@ -1111,7 +1190,11 @@ def measure_point(plan: Plan, system: str, count: int) -> Dict[str, Any]:
         sampler.begin([c.pid for c in running.system_procs])
         for child in running.measure_procs:
             child.send('start')
+        profiles = (start_profiles(plan, running, f'{system}_n{count}')
+                    if plan.profile_s and system in A_SYSTEMS else [])
         time.sleep(plan.seconds)
+        if profiles:
+            point['profiles'] = finish_profiles(profiles)
         for child in running.measure_procs:
             child.send('stop')
         results = [child.wait_result(20.0) for child in running.measure_procs]
@@ -1203,6 +1286,40 @@ def measure_ceiling(plan: Plan) -> Dict[str, Any]:
     return result
 
 
+def measure_ceiling_under_load(plan: Plan, cameras: int) -> Dict[str, Any]:
+    """The same ceiling while `cameras` camera_node processes of system a run (started by
+    `multicam-ros launch` with no detector: decoding, writing shared memory), to tell the CPU
+    they take from the model apart from what the detector process itself costs it."""
+    import yaml
+    directory = plan.workdir / f'ceiling_load{cameras}'
+    directory.mkdir(parents=True, exist_ok=True)
+    env = child_env(plan, plan.next_domain())
+    config = directory / 'cams.yaml'
+    config.write_text(yaml.safe_dump({
+        'camera_defaults': {'fps': 0.0, 'loop': True, **plan.camera_params},
+        'cameras': [{'name': f'cam{i}', 'url': plan.clip(i)} for i in range(cameras)],
+        'transport': {'fastdds_profile': 'package'}}, sort_keys=False))
+    launcher = Child([sys.executable, '-m', 'multicam_ros.cli', 'launch', str(config),
+                      '--no-detector', '--status-period', '0', '--stop-timeout', '5'], env,
+                     directory / 'launch.log', 'launch')
+    settle_s = 10.0 + 0.5 * cameras
+    say(f'ceiling again with {cameras} cameras running (after {settle_s:g} s for them to start)')
+    sampler = Sampler()
+    try:
+        time.sleep(settle_s)
+        if not launcher.alive:
+            return {'error': '\n'.join(launcher.last_lines())}
+        sampler.begin([launcher.pid])
+        time.sleep(3.0)
+        load = sampler.end()
+        result = measure_ceiling(plan)
+    finally:
+        launcher.stop(signal.SIGINT, grace_s=10.0)
+    result['cameras'] = cameras
+    result['camera_load'] = {key: load.get(key) for key in ('cpu_cores', 'rss_mb')}
+    return result
+
+
 def ceiling_fps(results: Dict[str, Any], batch: int) -> Optional[float]:
     entry = (results.get('ceiling') or {}).get('batches', {}).get(str(batch))
     if not entry:
@@ -1240,6 +1357,20 @@ def frame_path_values(paths: Sequence[str], notes: List[str]) -> Dict[str, Optio
             continue
         out[system] = choice
     return out
+
+
+def parse_cpus(text: str) -> Tuple[int, ...]:
+    """'0-3,8' -> (0, 1, 2, 3, 8)."""
+    cpus: List[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(','))):
+            low, _, high = part.partition('-')
+            cpus += range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError('CPU numbers and ranges, e.g. 0-3 or 0,2,4') from None
+    if not cpus:
+        raise argparse.ArgumentTypeError('CPU numbers and ranges, e.g. 0-3 or 0,2,4')
+    return tuple(sorted(set(cpus)))
 
 
 def parse_counts(text: str) -> Tuple[int, ...]:
@@ -1560,6 +1691,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--max-batch-size', type=int, default=32,
                         help='detector max_batch_size, also the ceiling\'s batch cap '
                              '(default 32)')
+    parser.add_argument('--profile-detector', type=float, default=0.0, metavar='S',
+                        help="py-spy system a's detector for S seconds of each measurement "
+                             "window (py-spy on PATH): <results-dir>/profiles/")
+    parser.add_argument('--detector-cpus', type=parse_cpus, default=(), metavar='LIST',
+                        help="system a: pin the detector's threads to these CPUs (e.g. 0,1,2,3) "
+                             'and the rest of the system to the other CPUs, once ready')
+    parser.add_argument('--ceiling-load', type=int, default=0, metavar='N',
+                        help='measure the ceiling a second time while N camera_node processes '
+                             'run (no detector): results["ceiling_under_load"]')
     parser.add_argument('--no-ceiling', action='store_true', help='skip the model-only '
                         'ceiling')
     parser.add_argument('--results-dir', type=Path, default=REPO / 'bench' / 'results',
@@ -1620,7 +1760,8 @@ def make_plan(args: argparse.Namespace, token: str, workdir: Path) -> Plan:
                 camera_params=parse_assignments(args.camera_param, '--camera-param'),
                 frame_path=frame_path, max_n=max_n, ready_timeout_s=args.ready_timeout,
                 deadline_s=args.deadline_s, results_dir=args.results_dir, workdir=workdir,
-                token=token, notes=notes)
+                token=token, notes=notes, profile_s=args.profile_detector,
+                detector_cpus=tuple(args.detector_cpus))
 
 
 def clip_facts(clip: str) -> Tuple[str, float]:
@@ -1703,6 +1844,9 @@ def run(args: argparse.Namespace) -> int:
                 results['model_description'] = ceiling.get('model')
             else:
                 results['notes'].append(f'ceiling failed: {ceiling["error"][:300]}')
+            if args.ceiling_load:
+                results['ceiling_under_load'] = measure_ceiling_under_load(plan,
+                                                                           args.ceiling_load)
             save()
         durations: Dict[str, Tuple[int, float]] = {}  # system -> (N, seconds) of its last
         skipped: List[str] = []

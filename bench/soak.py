@@ -12,7 +12,8 @@ Each in a session of its own, in a ROS domain of its own (`--domain-id`, default
 with discovery on loopback only.
 
 Every `--fault-period` seconds it injects the next fault of the rotation:
-  kill_camera     SIGKILL one camera_node (the cameras in turn); the launcher restarts it;
+  kill_camera     SIGKILL one camera_node (the cameras in turn, or always `--victim`); the
+                  launcher restarts it;
   restart_server  stop the RTSP test server (SIGTERM) and start it again on the same port;
   stall_server    SIGSTOP the GStreamer server process for 5 s, then SIGCONT;
   kill_detector   SIGKILL the detector (only with --kill-detector: the launcher may stop the
@@ -31,9 +32,13 @@ segments in /dev/shm (count, size, allocated bytes). It prints a progress line e
 At the end (or on Ctrl-C, with what was gathered) it writes <out>.json (every sample, every
 fault, the analysis), <out>.png (one panel per metric, one line per kind, faults marked, the
 analysed window shaded) and <out>.md (summary table). Growth: over the second half of the run
-(after warm-up), leaving out the first `--restart-warmup` seconds of every (re)started process,
-a least-squares slope with one intercept per process instance (a restarted camera is a new
-process, its level may differ; its slope counts), in units per hour, with its standard error.
+(after warm-up), leaving out the first `--restart-warmup` seconds of every (re)started process
+and every fault's disturbance (from the fault until 10 s after its recovery), a least-squares
+slope with one intercept per process instance (a restarted camera is a new process, its level
+may differ; its slope counts) over the instances that live at least 10 minutes of the window,
+in units per hour, with its standard error. A kind none of whose instances lives that long is
+`short-lived`: only its level is shown (a process killed every few minutes shows its warm-up,
+not a leak; `--victim cam0` keeps the other cameras alive for the whole run).
 A metric grows when its slope exceeds both 3 standard errors and a floor (RSS: 4 MiB/h or 2 %
 of its mean per hour, threads: 1/h, fds: 2/h, shared memory: 1 MiB/h). The verdict line says
 FLAT or GROWS (naming what grows), and how many faults recovered.
@@ -84,6 +89,12 @@ SIGMAS = 3.0
 # ... and it must add up to at least this within the analysed window (one allocator step of
 # RSS, one thread or descriptor, about a third of one camera's segment).
 MIN_CHANGE = {'rss_mib': 1.0, 'threads': 1.0, 'fds': 1.0, 'shm_mib': 1.0}
+# Samples from a fault until this long after its recovery are left out of the fit: a fault
+# makes transient dips and bumps (a camera's segment closed and opened again, a decoder freed
+# and allocated again) that are not growth.
+FAULT_SETTLE_S = 10.0
+# Only process instances that live this long in the analysed window are fitted.
+MIN_INSTANCE_S = 600.0
 MIB = 1024.0 * 1024.0
 
 
@@ -598,9 +609,24 @@ def growth_floor(metric: str, mean: float) -> float:
     return FLOORS_H[metric]
 
 
+def disturbed(t_s: float, faults: Sequence[Dict[str, Any]], fault_period_s: float) -> bool:
+    """Whether a sample at t_s lies inside a fault's disturbance: from the fault until
+    FAULT_SETTLE_S after its recovery (or the next fault when it never recovered)."""
+    for fault in faults:
+        took = fault.get('recovered_s')
+        end = fault['t_s'] + (took if took is not None else fault_period_s) + FAULT_SETTLE_S
+        if fault['t_s'] <= t_s <= end:
+            return True
+    return False
+
+
 def analyse(samples: List[Dict[str, Any]], kinds: Sequence[str], restart_warmup_s: float,
-            elapsed_s: float) -> Dict[str, Any]:
-    """Growth per hour of each metric of each kind over the second half of the run."""
+            elapsed_s: float, faults: Sequence[Dict[str, Any]] = (),
+            fault_period_s: float = 0.0) -> Dict[str, Any]:
+    """Growth per hour of each metric of each kind over the second half of the run, from the
+    samples outside every fault's disturbance, of the process instances that live at least
+    MIN_INSTANCE_S of that window (a process killed every few minutes cannot show a leak, only
+    its warm-up)."""
     start_s = elapsed_s / 2.0
     first_seen: Dict[Tuple[str, int], float] = {}  # (kind, pid) -> when that pid appeared
     first_pid: Dict[str, int] = {}  # kind -> its first pid (a later one is a restart)
@@ -609,14 +635,16 @@ def analyse(samples: List[Dict[str, Any]], kinds: Sequence[str], restart_warmup_
             first_seen.setdefault((kind, info['pid']), sample['t_s'])
             first_pid.setdefault(kind, info['pid'])
     result: Dict[str, Any] = {'window_s': [round(start_s, 1), round(elapsed_s, 1)],
-                              'restart_warmup_s': restart_warmup_s, 'kinds': {}}
+                              'restart_warmup_s': restart_warmup_s,
+                              'fault_settle_s': FAULT_SETTLE_S,
+                              'min_instance_s': MIN_INSTANCE_S, 'kinds': {}}
     growing: List[str] = []
     for kind in kinds:
         per_metric: Dict[str, Any] = {}
         for metric in METRICS:
             points = []
             for sample in samples:
-                if sample['t_s'] < start_s:
+                if sample['t_s'] < start_s or disturbed(sample['t_s'], faults, fault_period_s):
                     continue
                 if metric == 'shm_mib':
                     if kind != 'shared_memory':
@@ -631,7 +659,17 @@ def analyse(samples: List[Dict[str, Any]], kinds: Sequence[str], restart_warmup_
                         < restart_warmup_s:
                     continue  # a process that restarted lately is still warming up
                 points.append((sample['t_s'], float(info[metric]), info['pid']))
-            fit = within_instance_slope(points)
+            spans: Dict[int, List[float]] = collections.defaultdict(list)
+            for t, _, instance in points:
+                spans[instance].append(t)
+            lasting = {i for i, ts in spans.items() if max(ts) - min(ts) >= MIN_INSTANCE_S}
+            if spans and not lasting:
+                per_metric[metric] = {'verdict': 'short-lived', 'instances': len(spans),
+                                      'samples': len(points),
+                                      'mean': sum(y for _, y, _ in points) / len(points),
+                                      'peak': max(y for _, y, _ in points)}
+                continue
+            fit = within_instance_slope([p for p in points if p[2] in lasting])
             if fit is None:
                 continue
             floor = growth_floor(metric, fit['mean'])
@@ -742,7 +780,11 @@ def write_markdown(path: Path, result: Dict[str, Any]) -> None:
     lines += ['## Growth per hour', '',
               f'Window {window[0] / 60:.1f}-{window[1] / 60:.1f} min (the second half), '
               'each (re)started process left out for its first '
-              f'{analysis.get("restart_warmup_s", 0):g} s; '
+              f'{analysis.get("restart_warmup_s", 0):g} s, every fault from its start until '
+              f'{analysis.get("fault_settle_s", 0):g} s after its recovery left out; only '
+              'process instances that live at least '
+              f'{analysis.get("min_instance_s", 0) / 60:g} min of the window are fitted '
+              '(short-lived: none does, so only its level is shown); '
               'slope with one intercept per process instance, ± its standard error. A metric '
               f'grows when its slope is above {SIGMAS:g} standard errors and above the floor '
               '(RSS: 4 MiB/h or 2 % of its mean per hour; threads 1/h; fds 2/h; shared memory '
@@ -753,6 +795,11 @@ def write_markdown(path: Path, result: Dict[str, Any]) -> None:
               '|---|---|---:|---:|---:|---:|---:|---|---:|---:|']
     for kind in kind_order(list(analysis.get('kinds', {}))):
         for metric, fit in analysis['kinds'][kind].items():
+            if fit['verdict'] == 'short-lived':
+                lines.append(f'| {kind} | {metric} | {fit["mean"]:.1f} | - | - | - | - | '
+                             f'short-lived (peak {fit["peak"]:.1f}) | {fit["samples"]} | '
+                             f'{fit["instances"]} |')
+                continue
             lines.append(f'| {kind} | {metric} | {fit["mean"]:.1f} | {fit["slope_per_h"]:+.2f} | '
                          f'{fit["stderr_per_h"]:.2f} | {fit["floor_per_h"]:.2f} | '
                          f'{fit.get("change_in_window", 0.0):+.2f} | '
@@ -917,7 +964,8 @@ class Soak:
                                  '_since_s': now_s, '_affected': list(self.cameras)}
         assert self.streams is not None
         if kind == 'kill_camera':
-            camera = self.cameras[(index // len(self.rotation())) % len(self.cameras)]
+            camera = self.args.victim or \
+                self.cameras[(index // len(self.rotation())) % len(self.cameras)]
             pid = self.current_pid(camera)
             fault['target'] = f'{camera} (pid {pid})'
             fault['_affected'] = [camera]
@@ -1108,6 +1156,7 @@ class Soak:
                      'python': platform.python_version(), 'git': git_revision()},
             'config': {'duration_s': args.duration, 'cameras': args.cameras,
                        'fault_period_s': args.fault_period, 'kill_detector': args.kill_detector,
+                       'victim': args.victim,
                        'model': self.model, 'width': args.width, 'height': args.height,
                        'fps': args.fps, 'sample_period_s': args.sample_period,
                        'domain_id': self.domain_id},
@@ -1126,7 +1175,8 @@ def finish(result: Dict[str, Any], restart_warmup_s: float, out: Path) -> None:
     samples = result['samples']
     elapsed_s = result['elapsed_s']
     kinds = kind_order({k for s in samples for k in s['kinds'] if k != 'testbed'})
-    analysis = analyse(samples, kinds + ['shared_memory'], restart_warmup_s, elapsed_s)
+    analysis = analyse(samples, kinds + ['shared_memory'], restart_warmup_s, elapsed_s,
+                       result['faults'], result['config']['fault_period_s'])
     faults = result['faults']
     recovered = sum(1 for f in faults if f.get('recovered_s') is not None)
     short = (f' (indicative only: the analysed window is {elapsed_s / 2 / 60:.1f} min)'
@@ -1174,6 +1224,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='seconds between faults (default 60)')
     parser.add_argument('--kill-detector', action='store_true',
                         help='also SIGKILL the detector in the rotation')
+    parser.add_argument('--victim', metavar='CAMERA', default=None,
+                        help='kill_camera always kills this camera (cam0..camN-1), so the '
+                             'others live the whole run; default: the cameras in turn')
     parser.add_argument('--out', default=str(REPO / 'bench' / 'results' / 'soak'),
                         help='results path without suffix (default bench/results/soak)')
     parser.add_argument('--model', choices=('auto', 'nanodet', 'test'), default='auto',
@@ -1203,6 +1256,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.restart_warmup = 60.0
     if args.cameras < 1 or args.duration <= 0 or args.fault_period <= STALL_S + 1:
         parser.error(f'need --cameras >= 1, --duration > 0 and --fault-period > {STALL_S + 1:g}')
+    names = [f'cam{i}' for i in range(args.cameras)]
+    if args.victim is not None and args.victim not in names:
+        parser.error(f'--victim {args.victim!r}: expected one of {", ".join(names)}')
     return args
 
 

@@ -6,17 +6,21 @@
 #   .clips/  looping H.264 test clips: .clips/720p/cam{0,1}.mp4 and .clips/vga/cam{0,1}.mp4
 #   .models/ with --nanodet: the cached NanoDet-g TorchScript at fp16 (7.3 MiB instead of 14.5;
 #            run_on_gpu.sh restores it to fp32 in /tmp/e2e_models/nanodet-g/)
+#   .tools/  with --tools: the py-spy wheel (pinned, hash-checked) for e2e_bench.py
+#            --profile-detector; run_on_gpu.sh installs whatever .tools holds
 # Both folders are ignored by git (.gitignore and .git/info/exclude), so they travel to the
 # device only when the run's carry names them: carry [".whl", ".clips/720p"].
 # The wheel list comes from bench/device/kit_list.py: the dependency closure of the ROS entries
 # of requirements.txt in .venv, less what the GPU machine's python3 already has.
 #
 # Usage: bench/device/make_kit.sh [--python 3.12] [--dest .whl] [--all] [--no-clips] [--nanodet]
+#                                 [--tools]
 #   --python X.Y  CPython version of the wheels (3.12 for the GPU machine; 3.11 to test here)
 #   --dest DIR    where the wheels go (default .whl)
 #   --all         also the packages the GPU machine already has (for a bare test venv)
 #   --no-clips    wheels only
 #   --nanodet     also pack the cached NanoDet-g (multicam-ros models fetch) into .models/
+#   --tools       also download py-spy into .tools/
 # Idempotent: wheels and clips already there are kept.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,6 +30,8 @@ DEST=.whl
 ALL=()
 CLIPS=1
 NANODET=0
+TOOLS=0
+PY_SPY='py-spy==0.4.3 --hash=sha256:8a4277225f470d394a85cca0cdd944bef87f0097b6f20150a6dd3ac2e92806b8'
 while (($#)); do
   case $1 in
     --python) PYVER=$2; shift 2 ;;
@@ -33,6 +39,7 @@ while (($#)); do
     --all) ALL=(--all); shift ;;
     --no-clips) CLIPS=0; shift ;;
     --nanodet) NANODET=1; shift ;;
+    --tools) TOOLS=1; shift ;;
     *) echo "make_kit: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -44,7 +51,7 @@ PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
 
 # Never let the kit into git, nor onto the device unless carried.
 touch .git/info/exclude
-for pattern in /.whl/ /.clips/ /.models/; do
+for pattern in /.whl/ /.clips/ /.models/ /.tools/; do
   grep -qxF "$pattern" .git/info/exclude || echo "$pattern" >> .git/info/exclude
 done
 
@@ -133,6 +140,15 @@ fi
 if ((NANODET)); then
   echo "    packing NanoDet-g into .models/ (fp16 for the trip)"
   "$VENV_PY" bench/device/pack_model.py pack 2> >(grep -v 'deprecated\|warnings.warn' >&2)
+fi
+
+if ((TOOLS)); then
+  echo "    py-spy into .tools/"
+  mkdir -p .tools
+  echo "$PY_SPY" > .tools/requirements.txt
+  "$VENV_PY" -m pip download -q --no-deps --only-binary=:all: --require-hashes \
+    --platform manylinux1_x86_64 -d .tools -r .tools/requirements.txt \
+    2> >(grep -v 'is ignored: it is neither' >&2)
 fi
 
 # What one device call carries: the working tree (tracked + untracked-not-ignored) and the kit.

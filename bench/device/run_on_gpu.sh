@@ -59,6 +59,11 @@ else
     "$WHL"/*.whl >>"$LOG" 2>&1 || fail "pip install of the wheels failed"
   echo "$want" > "$stamp"
 fi
+if compgen -G ".tools/*.whl" >/dev/null; then  # optional tools, e.g. py-spy (make_kit.sh --tools)
+  step "installing $(ls .tools/*.whl | wc -l) tool wheel(s) from .tools"
+  "$PY" -m pip install -q --no-index --no-deps --disable-pip-version-check .tools/*.whl \
+    >>"$LOG" 2>&1 || fail "pip install of .tools failed"
+fi
 export AMENT_PREFIX_PATH=$PREFIX CMAKE_PREFIX_PATH=$PREFIX
 export PATH=$PREFIX/bin:$PATH
 step "vision_msgs (tools/build_vision_msgs.py)"
