@@ -930,7 +930,6 @@ class Plan:
     notes: List[str] = field(default_factory=list)
     domain_counter: int = 0
     profile_s: float = 0.0  # --profile-detector
-    detector_cpus: Tuple[int, ...] = ()  # --detector-cpus
     clip_fps: float = 30.0
 
     def clip(self, camera: int) -> str:
@@ -978,27 +977,6 @@ def start_profiles(plan: Plan, running: 'Running', name: str) -> List[Tuple[Path
         started.append((path, subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                                stderr=subprocess.PIPE, text=True)))
     return started
-
-
-def split_cpus(plan: Plan, running: 'Running') -> Dict[str, Any]:
-    """--detector-cpus: every thread of system a's detector onto those CPUs, every other
-    process of the system onto the rest."""
-    mine = set(plan.detector_cpus)
-    rest = set(range(os.cpu_count() or 1)) - mine
-    moved = {'detector_threads': 0, 'other_threads': 0}
-    for pid in process_tree([running.system_procs[0].pid]):
-        detector = 'detector_node' in ' '.join(_cmdline(pid))
-        try:
-            tasks = [int(t) for t in os.listdir(f'/proc/{pid}/task')]
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                os.sched_setaffinity(tid, mine if detector else rest)
-            except OSError:
-                continue
-            moved['detector_threads' if detector else 'other_threads'] += 1
-    return {'detector_cpus': sorted(mine), **moved}
 
 
 def finish_profiles(started: List[Tuple[Path, Any]]) -> Dict[str, Any]:
@@ -1181,8 +1159,6 @@ def measure_point(plan: Plan, system: str, count: int) -> Dict[str, Any]:
         if point['ready_cameras'] == 0:
             raise RuntimeError(_failure_text(running, running.all_children()))
         check_alive(running, system, point)
-        if plan.detector_cpus and system in A_SYSTEMS:
-            point['cpu_split'] = split_cpus(plan, running)
         deadline_s = time.monotonic() + plan.warmup_s
         while time.monotonic() < deadline_s:
             time.sleep(0.2)
@@ -1357,20 +1333,6 @@ def frame_path_values(paths: Sequence[str], notes: List[str]) -> Dict[str, Optio
             continue
         out[system] = choice
     return out
-
-
-def parse_cpus(text: str) -> Tuple[int, ...]:
-    """'0-3,8' -> (0, 1, 2, 3, 8)."""
-    cpus: List[int] = []
-    try:
-        for part in filter(None, (p.strip() for p in text.split(','))):
-            low, _, high = part.partition('-')
-            cpus += range(int(low), int(high or low) + 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError('CPU numbers and ranges, e.g. 0-3 or 0,2,4') from None
-    if not cpus:
-        raise argparse.ArgumentTypeError('CPU numbers and ranges, e.g. 0-3 or 0,2,4')
-    return tuple(sorted(set(cpus)))
 
 
 def parse_counts(text: str) -> Tuple[int, ...]:
@@ -1694,9 +1656,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--profile-detector', type=float, default=0.0, metavar='S',
                         help="py-spy system a's detector for S seconds of each measurement "
                              "window (py-spy on PATH): <results-dir>/profiles/")
-    parser.add_argument('--detector-cpus', type=parse_cpus, default=(), metavar='LIST',
-                        help="system a: pin the detector's threads to these CPUs (e.g. 0,1,2,3) "
-                             'and the rest of the system to the other CPUs, once ready')
     parser.add_argument('--ceiling-load', type=int, default=0, metavar='N',
                         help='measure the ceiling a second time while N camera_node processes '
                              'run (no detector): results["ceiling_under_load"]')
@@ -1760,8 +1719,7 @@ def make_plan(args: argparse.Namespace, token: str, workdir: Path) -> Plan:
                 camera_params=parse_assignments(args.camera_param, '--camera-param'),
                 frame_path=frame_path, max_n=max_n, ready_timeout_s=args.ready_timeout,
                 deadline_s=args.deadline_s, results_dir=args.results_dir, workdir=workdir,
-                token=token, notes=notes, profile_s=args.profile_detector,
-                detector_cpus=tuple(args.detector_cpus))
+                token=token, notes=notes, profile_s=args.profile_detector)
 
 
 def clip_facts(clip: str) -> Tuple[str, float]:

@@ -1,8 +1,11 @@
 """Both node commands start as real ROS 2 nodes and end within 2 s on SIGINT and SIGTERM; a
-malformed --ros-args is a clear error (exit 2), and unknown parameters are warned about."""
+malformed --ros-args is a clear error (exit 2), unknown parameters are warned about, and
+cpu_affinity keeps every thread of a node on its CPUs."""
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -125,3 +128,55 @@ def test_unknown_parameter_message():
         "unknown parameter 'max_batchsize' (ignored); did you mean 'max_batch_size'?"
     assert unknown_parameter_message('qqq', ['b', 'a']) == \
         "unknown parameter 'qqq' (ignored); known parameters: a, b"
+
+
+# -- CPU affinity -----------------------------------------------------------------------------
+
+def _threads_cpus(pid: int) -> dict:
+    """Every thread of process `pid` -> its Cpus_allowed_list."""
+    found = {}
+    for task in Path(f'/proc/{pid}/task').iterdir():
+        for line in (task / 'status').read_text().splitlines():
+            if line.startswith('Cpus_allowed_list:'):
+                found[task.name] = line.split(':', 1)[1].strip()
+    return found
+
+
+@pytest.mark.parametrize('script', sorted(NODES))
+def test_cpu_affinity_keeps_every_thread_of_the_node_on_those_cpus(ros_context, node_launcher,
+                                                                   script):
+    """Threads that rclpy, Fast DDS, torch or FFmpeg started before the parameter was read, and
+    those started after it (the capture, inference and result threads), all stay there."""
+    cpu = max(os.sched_getaffinity(0))
+    observer = Node('observer', context=ros_context)
+    name, params = NODES[script]
+    diagnostics = TopicRecorder(observer, DiagnosticArray, '/diagnostics', 50)
+    proc = node_launcher.start([script, '--ros-args', '-r', '__ns:=/probe', *params,
+                                '-p', f"cpu_affinity:='{cpu}'"])
+    with ExecutorThread(ros_context, [observer]):
+        assert wait_for(lambda: any(s.name.startswith(f'/probe/{name}:')
+                                    for m in diagnostics.messages for s in m.status), 60.0), \
+            node_launcher.logs()
+    threads = _threads_cpus(proc.proc.pid)
+    assert len(threads) > 5, threads  # DDS, executor and the node's own threads
+    assert set(threads.values()) == {str(cpu)}, threads
+    assert proc.stop() == 0, proc.output()
+    observer.destroy_node()
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('0-3x', "cpu_affinity: '0-3x': '0-3x' is not a CPU number or range"),
+    ('3-1', "cpu_affinity: '3-1': '3-1' is not a range of CPU numbers from 0 to 4095"),
+    ('4095', "cpu_affinity: '4095' names CPU 4095, which this process may not use; accepted: "
+             'CPUs among '),
+])
+@pytest.mark.parametrize('script', sorted(NODES))
+def test_a_bad_cpu_affinity_is_a_configuration_error(ros_domain_id, script, value, expected):
+    if value == '4095' and 4095 in os.sched_getaffinity(0):
+        pytest.fail('this test needs a host without CPU 4095')
+    done = subprocess.run([str(VENV_BIN / script), '--ros-args', *NODES[script][1], '-p',
+                           f"cpu_affinity:='{value}'"], env=isolated_env(ros_domain_id),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert 'Traceback' not in done.stderr, done.stderr
+    assert f'configuration error: {expected}' in done.stderr, done.stderr

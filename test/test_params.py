@@ -3,6 +3,9 @@ the same wherever they show up: core defaults, ROS parameters, node configs, the
 import dataclasses
 import importlib.util
 import logging
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from rclpy.node import Node
@@ -37,7 +40,7 @@ def test_names_unique_defaults_valid_descriptions_present(specs):
 def test_each_node_has_only_its_own_parameters():
     camera = {spec.name for spec in CAMERA_PARAMS}
     detector = {spec.name for spec in DETECTOR_PARAMS}
-    assert camera & detector == {'reliability', 'diagnostics_period_s'}
+    assert camera & detector == {'reliability', 'diagnostics_period_s', 'cpu_affinity'}
     assert not any(name.startswith(('model.', 'tracking.')) for name in camera)
     assert {'tracking.enabled', 'tracking.max_age_s', 'tracking.match_iou_threshold',
             'model.backend', 'device', 'max_batch_size'} <= detector
@@ -153,3 +156,56 @@ def test_core_logs_reach_the_node_logger_at_its_level(ros_context, capfd):
     err = capfd.readouterr().err
     assert 'forwarded-warning-17' in err and '[log_probe]' in err
     assert 'hidden-debug-17' not in err  # the node's level is info
+
+
+# -- cpu_affinity ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('text, cpus', [
+    ('', set()), ('  ', set()), ('3', {3}), ('0-3', {0, 1, 2, 3}), ('0,2,4-6', {0, 2, 4, 5, 6}),
+    (' 1 , 5-5 ', {1, 5}), ('4095', {4095})])
+def test_cpu_lists_are_read_as_linux_writes_them(text, cpus):
+    from multicam_ros.core.process import cpu_list_text, parse_cpu_list
+    assert parse_cpu_list(text, 'cpu_affinity') == cpus
+    assert parse_cpu_list(cpu_list_text(cpus), 'cpu_affinity') == cpus
+
+
+def test_cpu_list_text_is_compact():
+    from multicam_ros.core.process import cpu_list_text
+    assert cpu_list_text({0, 1, 2, 3, 8, 10, 11}) == '0-3,8,10-11'
+
+
+@pytest.mark.parametrize('text', ['x', '1-', '-1', '3-1', '0,,1', '4096', '1.5', '0-3x'])
+@pytest.mark.parametrize('settings', [CameraSettings, DetectorSettings])
+def test_a_malformed_cpu_list_names_cpu_affinity_and_the_accepted_form(text, settings):
+    with pytest.raises(ConfigError) as caught:
+        build(settings, {'cpu_affinity': text, 'url': 'rtsp://cam/s'} if settings is CameraSettings
+              else {'cpu_affinity': text})
+    message = str(caught.value)
+    assert message.startswith(f"cpu_affinity: '{text}'"), message
+    assert "accepted: a Linux CPU list such as '0-3' or '0,2,4-7'" in message, message
+
+
+def test_pin_to_cpus_moves_the_threads_already_running_and_those_started_later():
+    """In a child process, so this one keeps its CPUs."""
+    script = textwrap.dedent('''
+        import os, threading, time
+        from multicam_ros.core.process import pin_to_cpus
+        stop = threading.Event()
+        early = threading.Thread(target=stop.wait)
+        early.start()
+        cpu = max(os.sched_getaffinity(0))
+        assert pin_to_cpus(str(cpu), 'cpu_affinity') == {cpu}
+        late = threading.Thread(target=stop.wait)
+        late.start()
+        seen = {}
+        for tid in os.listdir('/proc/self/task'):
+            seen[tid] = sorted(os.sched_getaffinity(int(tid)))
+        stop.set()
+        assert len(seen) == 3 and all(cpus == [cpu] for cpus in seen.values()), seen
+        assert pin_to_cpus('', 'cpu_affinity') == frozenset()  # empty: no change
+        assert os.sched_getaffinity(0) == {cpu}
+        print('ok')
+    ''')
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=60, cwd=str(REPO))
+    assert done.returncode == 0 and done.stdout.strip() == 'ok', done.stderr

@@ -415,5 +415,41 @@ def test_reader_started_after_the_writer(channel: str) -> None:
     assert channel_status(channel) is None
 
 
+def test_many_cameras_are_fed_by_several_threads_each_camera_by_one() -> None:
+    """40 channels: three feeder threads (one per 16 cameras); every camera's frames arrive,
+    in order, each camera's always from the same thread."""
+    from multicam_ros.core.shared_input import SharedFrameFeeder, feeder_threads
+    assert [feeder_threads(n) for n in (1, 16, 17, 40, 64, 65, 500)] == [1, 1, 2, 3, 4, 4, 4]
+    cameras = [f'/cam{index}' for index in range(40)]
+    channels = {camera: f'test_shm/{uuid.uuid4().hex[:12]}' for camera in cameras}
+    writers = {camera: FrameWriter(channel) for camera, channel in channels.items()}
+    seen = {camera: [] for camera in cameras}  # (stamp_ns, thread name) per frame
+
+    def put(camera, frame) -> None:
+        seen[camera].append((frame.stamp_ns, threading.current_thread().name))
+
+    feeder = SharedFrameFeeder(channels, put)
+    assert feeder.thread_count == 3
+    for camera in cameras:
+        feeder.set_active(camera, True)
+    feeder.start()
+    try:
+        for stamp in range(1, 4):
+            for index, writer in enumerate(writers.values()):
+                writer.write(np.full((24, 32, 3), index, np.uint8), stamp * 1000, 'f')
+            wait_for(lambda: all(seen[c] and seen[c][-1][0] == stamp * 1000 for c in cameras)
+                     or None, f'frame {stamp} of every camera')
+    finally:
+        feeder.stop()
+        for writer in writers.values():
+            writer.close()
+    threads = {camera: {name for _, name in frames} for camera, frames in seen.items()}
+    assert all(len(names) == 1 for names in threads.values()), threads
+    assert len(set().union(*threads.values())) == 3
+    for frames in seen.values():
+        stamps = [stamp for stamp, _ in frames]
+        assert stamps == sorted(set(stamps)), stamps  # never twice, never out of order
+
+
 if __name__ == '__main__':
     main()

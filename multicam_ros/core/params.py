@@ -13,6 +13,7 @@ from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from multicam_ros.core.capture import CaptureOptions
 from multicam_ros.core.imaging import ENCODINGS
 from multicam_ros.core.models.base import ModelConfig
+from multicam_ros.core.process import parse_cpu_list
 from multicam_ros.core.settings import ConfigError, Setting, build, setting, settings_of
 from multicam_ros.core.tracking import TrackerConfig
 
@@ -62,10 +63,13 @@ class CameraSettings:
         True, "Also offer each frame to this package's detector on this host through shared "
         'memory (one copy instead of an image message). image_raw is then built only while '
         'it has subscribers. Off: topics only.')
-    cpu_niceness: int = setting(
-        0, 'Lower the CPU priority of this camera process by this much (Linux nice, 0 to 19). '
-        'On a host short of CPU, cameras then drop frames before the shared detector is '
-        'slowed.', min_value=0, max_value=19)
+    cpu_affinity: str = setting(
+        '', "CPUs this camera process may run on, as a Linux CPU list ('4-15', '0,2,4-7'); "
+        "empty: every CPU. With many cameras on one host, keep them off the detector's CPUs "
+        '(see its cpu_affinity).')
+
+    def __post_init__(self) -> None:
+        parse_cpu_list(self.cpu_affinity, 'cpu_affinity')
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,13 @@ class DetectorSettings:
     tracking: bool = setting(
         True, 'Track objects per camera and put the track id in Detection2D.id.',
         name='tracking.enabled')
+    cpu_affinity: str = setting(
+        '', "CPUs this detector process may run on, as a Linux CPU list ('0-3'); empty: every "
+        'CPU. With many cameras on one GPU host, giving the detector CPUs of its own (and the '
+        'cameras the others) keeps the decoding cameras from slowing the inference thread.')
+
+    def __post_init__(self) -> None:
+        parse_cpu_list(self.cpu_affinity, 'cpu_affinity')
 
 
 TRACKING_PREFIX = 'tracking.'

@@ -1,8 +1,9 @@
 """What a node process does about its own place on the host. ROS-free, Linux first.
 
-``lower_cpu_priority`` raises the nice value of every thread of this process: on Linux nice is
-per thread, so setting it for the process id alone would leave the threads that rclpy, Fast
-DDS and FFmpeg already started at the old priority. Threads started afterwards inherit it.
+``pin_to_cpus`` keeps every thread of this process on the CPUs of a node's `cpu_affinity`
+parameter: on Linux affinity is per thread, so setting it for the calling thread alone would
+leave the threads that rclpy, Fast DDS, torch or FFmpeg already started everywhere. Threads
+started afterwards inherit it.
 
 ``catch_stop_signals`` turns SIGINT and SIGTERM into a request to stop that a node honours at
 any moment without a traceback (ros/node_main.py run_node). ``exit_with_parent`` makes a node
@@ -16,29 +17,71 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Mapping, Optional
+from typing import Any, FrozenSet, Iterable, List, Mapping, Optional, Set
+
+from multicam_ros.core.settings import ConfigError
+
+MAX_CPUS = 4096
+CPU_LIST_WORDS = "a Linux CPU list such as '0-3' or '0,2,4-7' (empty: every CPU)"
 
 
-def lower_cpu_priority(increment: int) -> int:
-    """Add ``increment`` (>= 0) to the nice value of every thread; return the new value of the
-    calling thread. Only ever lowers the priority, which needs no privilege."""
-    if increment < 0:
-        raise ValueError(f'lower_cpu_priority needs an increment >= 0, got {increment}')
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if increment == 0:
-        return current
-    target = min(19, current + increment)
+def parse_cpu_list(text: str, key: str) -> FrozenSet[int]:
+    """'0-3,8' -> {0, 1, 2, 3, 8}; '' -> the empty set (no change). ConfigError naming `key`
+    for anything else."""
+    cpus: Set[int] = set()
+    if not text.strip():
+        return frozenset()
+    for part in text.split(','):
+        low, dash, high = part.strip().partition('-')
+        try:
+            first = int(low)
+            last = int(high) if dash else first
+        except ValueError:
+            raise ConfigError.of(key, f'{text!r}: {part.strip()!r} is not a CPU number or '
+                                 'range', CPU_LIST_WORDS) from None
+        if not 0 <= first <= last < MAX_CPUS:
+            raise ConfigError.of(key, f'{text!r}: {part.strip()!r} is not a range of CPU '
+                                 f'numbers from 0 to {MAX_CPUS - 1}', CPU_LIST_WORDS)
+        cpus.update(range(first, last + 1))
+    return frozenset(cpus)
+
+
+def cpu_list_text(cpus: Iterable[int]) -> str:
+    """{0, 1, 2, 3, 8} -> '0-3,8'."""
+    parts: List[str] = []
+    for cpu in sorted(cpus):
+        if parts and cpu == int(parts[-1].rpartition('-')[2]) + 1:
+            parts[-1] = f'{parts[-1].partition("-")[0]}-{cpu}'
+        else:
+            parts.append(str(cpu))
+    return ','.join(parts)
+
+
+def pin_to_cpus(text: str, key: str) -> FrozenSet[int]:
+    """Let every thread of this process run only on the CPUs of `text` (a CPU list; empty
+    changes nothing); threads started later inherit it. Returns the CPUs. ConfigError naming
+    `key` when the list is malformed or names a CPU this process may not use."""
+    cpus = parse_cpu_list(text, key)
+    if not cpus:
+        return cpus
+    if not hasattr(os, 'sched_setaffinity'):
+        raise ConfigError.of(key, f'{text!r}: CPU affinity is not supported on this system',
+                             "'' (empty)")
+    allowed = os.sched_getaffinity(0)
+    if not cpus <= allowed:
+        raise ConfigError.of(key, f'{text!r} names CPU {cpu_list_text(cpus - allowed)}, which '
+                             'this process may not use',
+                             f'CPUs among {cpu_list_text(allowed)}, as {CPU_LIST_WORDS}')
     try:
         threads = [int(tid) for tid in os.listdir('/proc/self/task')]
-    except OSError:  # no /proc (not Linux): the process id stands for the process
+    except OSError:  # no /proc: the calling thread stands for the process
         threads = [0]
     for tid in threads:
         try:
-            if os.getpriority(os.PRIO_PROCESS, tid) < target:
-                os.setpriority(os.PRIO_PROCESS, tid, target)
+            os.sched_setaffinity(tid, cpus)
         except ProcessLookupError:  # that thread has ended meanwhile
             pass
-    return os.getpriority(os.PRIO_PROCESS, 0)
+    return cpus
 
 
 # -- no orphans -------------------------------------------------------------------------------

@@ -8,14 +8,17 @@ further copy). Per frame the Python work is the same whatever the pixel count: a
 sequence word, the copy, and an InputFrame.
 
 A camera is fed only while it is `active`: the node chooses per camera between this path and
-its image subscription (see `channel_live`), so no frame arrives twice. The thread polls every
-active camera's channel each `poll_period_s` (checking 64 quiet channels costs about 90 us).
+its image subscription (see `channel_live`), so no frame arrives twice. A thread polls every
+active camera of its share each `poll_period_s` (checking 64 quiet channels costs about 90 us).
+One thread copies about 1100 720p frames a second (H200 host, bench/NOTES.md), so the cameras
+are shared among one thread per CAMERAS_PER_THREAD of them, up to MAX_THREADS; each camera's
+reader belongs to one thread.
 """
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -26,6 +29,8 @@ from multicam_ros.core.shm_frames import FrameReader, channel_status, remove_sta
 _LOG = logging.getLogger(__name__)
 _TO_BGR = {'rgb8': cv2.COLOR_RGB2BGR, 'mono8': cv2.COLOR_GRAY2BGR}
 Allocate = Callable[[int], np.ndarray]  # nbytes -> a writable uint8 buffer of that size
+CAMERAS_PER_THREAD = 16  # 480 frames a second at 30 fps: under half of what a thread copies
+MAX_THREADS = 4
 
 
 def channel_live(channel: str) -> bool:
@@ -51,9 +56,15 @@ class SharedCounts:
     too_large: int = 0  # refused before the copy: over the size limits
 
 
+def feeder_threads(cameras: int) -> int:
+    """How many threads feed `cameras` cameras: one per CAMERAS_PER_THREAD, 1 to MAX_THREADS."""
+    return max(1, min(MAX_THREADS, -(-cameras // CAMERAS_PER_THREAD)))
+
+
 class SharedFrameFeeder:
     """Polls the channels of the active cameras and puts each new frame into its camera's slot
-    with `put(camera, frame)`. Each reader belongs to this feeder's thread alone."""
+    with `put(camera, frame)`, on `feeder_threads` threads; camera i belongs to thread
+    i mod threads, and so does its reader."""
 
     def __init__(self, channels: Dict[str, str], put: Callable[[str, InputFrame], None],
                  allocate: Allocate = plain_buffer, poll_period_s: float = 0.002,
@@ -70,7 +81,11 @@ class SharedFrameFeeder:
         self._torn_before = {camera: 0 for camera in channels}  # of readers since replaced
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='shared_input', daemon=True)
+        count = feeder_threads(len(channels))
+        shares = [list(channels)[index::count] for index in range(count)]
+        self._threads = [threading.Thread(target=self._run, args=(share,), daemon=True,
+                                          name='shared_input' + (f'_{index}' if index else ''))
+                         for index, share in enumerate(shares)]
 
     def channel(self, camera: str) -> str:
         return self._channels[camera]
@@ -84,21 +99,28 @@ class SharedFrameFeeder:
         with self._lock:
             return self._counts[camera]
 
+    @property
+    def thread_count(self) -> int:
+        return len(self._threads)
+
     def start(self) -> 'SharedFrameFeeder':
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self, timeout_s: float = 1.0) -> None:
         self._stop.set()
-        self._thread.join(timeout_s)
-        if not self._thread.is_alive():
-            for reader in self._readers.values():
+        deadline_s = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline_s - time.monotonic()))
+        if not any(thread.is_alive() for thread in self._threads):
+            for reader in list(self._readers.values()):
                 reader.close()
 
-    def _run(self) -> None:
+    def _run(self, share: List[str]) -> None:
         while not self._stop.is_set():
             with self._lock:
-                active = [camera for camera, on in self._active.items() if on]
+                active = [camera for camera in share if self._active[camera]]
             took = False
             for camera in active:
                 try:

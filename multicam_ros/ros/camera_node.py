@@ -23,7 +23,7 @@ from multicam_ros.core.frames import Frame
 from multicam_ros.core.imaging import NO_SIGNAL_FRAME_ID, make_no_signal_frame, output_size, \
     prepare_frame
 from multicam_ros.core.params import CAMERA_PARAMS, camera_configs
-from multicam_ros.core.process import lower_cpu_priority
+from multicam_ros.core.process import pin_to_cpus
 from multicam_ros.core.shm_frames import ChannelBusyError, FrameWriter, channel_for_topic, \
     shm_available
 from multicam_ros.core.sources import native_log_warning, redact_process_output, \
@@ -64,8 +64,7 @@ class CameraNode(Node):
         self._shared: Optional[FrameWriter] = None
         s, capture_options = camera_configs(declare_params(self, CAMERA_PARAMS))
         self._settings = s
-        if s.cpu_niceness:
-            lower_cpu_priority(s.cpu_niceness)  # before the capture thread starts
+        pin_to_cpus(s.cpu_affinity, 'cpu_affinity')  # before the capture thread starts
         self._source = validate_source(s.url, s.password_env)
         redact_process_output(self._source)  # before OpenCV can print the URL (sources.py)
         leak_warning = native_log_warning(self._source)

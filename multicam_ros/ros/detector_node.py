@@ -35,6 +35,7 @@ from multicam_ros.core.inference import InferenceWorker, ResultStage
 from multicam_ros.core.models import load_detector
 from multicam_ros.core.models.base import Detections
 from multicam_ros.core.params import DETECTOR_PARAMS, detector_configs, normalise_cameras
+from multicam_ros.core.process import pin_to_cpus
 from multicam_ros.core.shared_input import SharedFrameFeeder, channel_live
 from multicam_ros.core.shm_frames import channel_for_topic, shm_available
 from multicam_ros.core.stats import LatencyWindow, RateMeter
@@ -156,6 +157,7 @@ class DetectorNode(Node):
         s, model_config, tracking, self._confidence_threshold = detector_configs(
             declare_params(self, DETECTOR_PARAMS))
         self.executor_threads = s.executor_threads  # read by run_node
+        pin_to_cpus(s.cpu_affinity, 'cpu_affinity')  # before the model's threads start
         cameras = normalise_cameras(s.cameras)
         self.get_logger().info(f'loading model ({model_config.backend}) for {len(cameras)} '
                                'cameras')
