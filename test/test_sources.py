@@ -190,6 +190,9 @@ def test_password_env_errors_name_password_env(url, password_env, env, key, expe
     ('http://h/cgi?user=a&pwd=xyz&r=1', 'http://h/cgi?user=a&pwd=***&r=1'),
     ('http://h/cgi?PASSWORD=xyz', 'http://h/cgi?PASSWORD=***'),
     ('nothing secret here', 'nothing secret here'),
+    ('x.rtsp://u:pw@h/s', 'x.rtsp://u:***@h/s'),  # the scheme run starts at the x
+    ('_rtsp://u:pw@h/s', '_rtsp://u:***@h/s'),  # after a character that no scheme holds
+    ('a.' * 5000 + 'rtsp://u:pw@h', 'a.' * 5000 + 'rtsp://u:***@h'),  # a long dotted run
 ])
 def test_redact(text, expected):
     assert redact(text) == expected

@@ -34,9 +34,10 @@ ACCEPTED_FORMS = (
 
 # scheme://user:password@ -> the password is everything up to the last '@' before a '/' or
 # whitespace, so passwords that contain a raw '@' or ':' are still covered (over-redacting a
-# little is fine, leaking is not).
+# little is fine, leaking is not). A scheme starts where no scheme character precedes it, so a
+# long run of them is scanned once, not once per character (linear, not quadratic).
 _URL_CREDENTIALS = re.compile(
-    r'(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:@/\s]*):(?P<password>[^/\s]*)@')
+    r'(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^:@/\s]*):(?P<password>[^/\s]*)@')
 # ...?password=secret&... as some HTTP cameras take it in the query string.
 _QUERY_SECRET = re.compile(
     r'(?P<head>[?&;](?:password|passwd|pwd|pass|secret|token)=)(?P<value>[^&#\s]*)',
