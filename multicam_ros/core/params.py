@@ -23,6 +23,12 @@ FRAME_PATHS = ('auto', 'subscription', 'shared_memory')
 _ROS_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 
+def _cpu_affinity(process: str, advice: str):
+    """The `cpu_affinity` setting of a node process (checked in its config's __post_init__)."""
+    return setting('', f"CPUs this {process} process may run on, as a Linux CPU list ('0-3', "
+                   f"'0,2,4-7'); empty: every CPU. {advice}")
+
+
 @dataclass(frozen=True)
 class CameraSettings:
     """camera_node's own settings (the capture ones are `CaptureOptions`)."""
@@ -63,10 +69,9 @@ class CameraSettings:
         True, "Also offer each frame to this package's detector on this host through shared "
         'memory (one copy instead of an image message). image_raw is then built only while '
         'it has subscribers. Off: topics only.')
-    cpu_affinity: str = setting(
-        '', "CPUs this camera process may run on, as a Linux CPU list ('4-15', '0,2,4-7'); "
-        "empty: every CPU. With many cameras on one host, keep them off the detector's CPUs "
-        '(see its cpu_affinity).')
+    cpu_affinity: str = _cpu_affinity(
+        'camera', "With many cameras on one host, keep them off the detector's CPUs (see its "
+        'cpu_affinity).')
 
     def __post_init__(self) -> None:
         parse_cpu_list(self.cpu_affinity, 'cpu_affinity')
@@ -112,10 +117,9 @@ class DetectorSettings:
     tracking: bool = setting(
         True, 'Track objects per camera and put the track id in Detection2D.id.',
         name='tracking.enabled')
-    cpu_affinity: str = setting(
-        '', "CPUs this detector process may run on, as a Linux CPU list ('0-3'); empty: every "
-        'CPU. With many cameras on one GPU host, giving the detector CPUs of its own (and the '
-        'cameras the others) keeps the decoding cameras from slowing the inference thread.')
+    cpu_affinity: str = _cpu_affinity(
+        'detector', 'With many cameras on one GPU host, giving the detector CPUs of its own (and '
+        'the cameras the others) keeps the decoding cameras from slowing the inference thread.')
 
     def __post_init__(self) -> None:
         parse_cpu_list(self.cpu_affinity, 'cpu_affinity')
