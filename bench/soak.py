@@ -834,6 +834,7 @@ def git_revision() -> str:
 
 class Soak:
     def __init__(self, args: argparse.Namespace) -> None:
+        self.git = git_revision()  # the code that runs, not what the tree holds at the end
         self.args = args
         self.mark = f'{os.getpid()}-{uuid.uuid4().hex[:8]}'
         self.domain_id = args.domain_id or free_domain_id()
@@ -1153,7 +1154,7 @@ class Soak:
             'command': ' '.join([Path(sys.executable).name, *sys.argv]),
             'started_utc': self.started_utc,
             'host': {'cpus': os.cpu_count(), 'platform': platform.platform(),
-                     'python': platform.python_version(), 'git': git_revision()},
+                     'python': platform.python_version(), 'git': self.git},
             'config': {'duration_s': args.duration, 'cameras': args.cameras,
                        'fault_period_s': args.fault_period, 'kill_detector': args.kill_detector,
                        'victim': args.victim,
