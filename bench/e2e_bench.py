@@ -980,8 +980,8 @@ def start_profiles(plan: Plan, running: 'Running', name: str) -> List[Tuple[Path
 
 
 def finish_profiles(started: List[Tuple[Path, Any]]) -> Dict[str, Any]:
-    """Wait for the profilers; samples per thread of each profile (the stacks stay in the
-    files: bench/profiling/summary.py reads them)."""
+    """Wait for the profilers; the profile files by name, or why one is missing
+    (bench/profiling/summary.py reads them)."""
     out: Dict[str, Any] = {}
     for path, proc in started:
         try:
@@ -989,14 +989,8 @@ def finish_profiles(started: List[Tuple[Path, Any]]) -> Dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             err = 'timed out'
-        threads: Dict[str, int] = collections.Counter()
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                stack, _, count = line.rpartition(' ')
-                if stack and count.isdigit():
-                    threads[stack.split(';', 1)[0]] += int(count)
-        out[path.stem] = {'file': path.name, 'threads': dict(threads),
-                          **({} if path.is_file() else {'error': (err or '')[-500:]})}
+        out[path.stem] = ({'file': path.name} if path.is_file()
+                          else {'error': (err or 'no output')[-500:]})
     return out
 
 
@@ -1259,40 +1253,6 @@ def measure_ceiling(plan: Plan) -> Dict[str, Any]:
         say(f'  batch {batch}: forward {entry.get("forward", {}).get("images_per_s", "-")} '
             f'images/s, infer {entry["infer"]["images_per_s"]} images/s '
             f'({best["ms_per_batch"]} ms a batch)')
-    return result
-
-
-def measure_ceiling_under_load(plan: Plan, cameras: int) -> Dict[str, Any]:
-    """The same ceiling while `cameras` camera_node processes of system a run (started by
-    `multicam-ros launch` with no detector: decoding, writing shared memory), to tell the CPU
-    they take from the model apart from what the detector process itself costs it."""
-    import yaml
-    directory = plan.workdir / f'ceiling_load{cameras}'
-    directory.mkdir(parents=True, exist_ok=True)
-    env = child_env(plan, plan.next_domain())
-    config = directory / 'cams.yaml'
-    config.write_text(yaml.safe_dump({
-        'camera_defaults': {'fps': 0.0, 'loop': True, **plan.camera_params},
-        'cameras': [{'name': f'cam{i}', 'url': plan.clip(i)} for i in range(cameras)],
-        'transport': {'fastdds_profile': 'package'}}, sort_keys=False))
-    launcher = Child([sys.executable, '-m', 'multicam_ros.cli', 'launch', str(config),
-                      '--no-detector', '--status-period', '0', '--stop-timeout', '5'], env,
-                     directory / 'launch.log', 'launch')
-    settle_s = 10.0 + 0.5 * cameras
-    say(f'ceiling again with {cameras} cameras running (after {settle_s:g} s for them to start)')
-    sampler = Sampler()
-    try:
-        time.sleep(settle_s)
-        if not launcher.alive:
-            return {'error': '\n'.join(launcher.last_lines())}
-        sampler.begin([launcher.pid])
-        time.sleep(3.0)
-        load = sampler.end()
-        result = measure_ceiling(plan)
-    finally:
-        launcher.stop(signal.SIGINT, grace_s=10.0)
-    result['cameras'] = cameras
-    result['camera_load'] = {key: load.get(key) for key in ('cpu_cores', 'rss_mb')}
     return result
 
 
@@ -1656,9 +1616,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--profile-detector', type=float, default=0.0, metavar='S',
                         help="py-spy system a's detector for S seconds of each measurement "
                              "window (py-spy on PATH): <results-dir>/profiles/")
-    parser.add_argument('--ceiling-load', type=int, default=0, metavar='N',
-                        help='measure the ceiling a second time while N camera_node processes '
-                             'run (no detector): results["ceiling_under_load"]')
     parser.add_argument('--no-ceiling', action='store_true', help='skip the model-only '
                         'ceiling')
     parser.add_argument('--results-dir', type=Path, default=REPO / 'bench' / 'results',
@@ -1802,9 +1759,6 @@ def run(args: argparse.Namespace) -> int:
                 results['model_description'] = ceiling.get('model')
             else:
                 results['notes'].append(f'ceiling failed: {ceiling["error"][:300]}')
-            if args.ceiling_load:
-                results['ceiling_under_load'] = measure_ceiling_under_load(plan,
-                                                                           args.ceiling_load)
             save()
         durations: Dict[str, Tuple[int, float]] = {}  # system -> (N, seconds) of its last
         skipped: List[str] = []
