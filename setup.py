@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 PACKAGE = 'multicam_ros'
 # The executables are listed once, in the package (setup.py must not import the package).
-EXECUTABLES = runpy.run_path(f'{PACKAGE}/system/executables.py')['MODULES']
+CONSOLE_SCRIPTS = runpy.run_path(f'{PACKAGE}/system/executables.py')['CONSOLE_SCRIPTS']
 
 setup(
     name=PACKAGE,
@@ -30,6 +30,6 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     entry_points={
-        'console_scripts': [f'{name} = {module}:main' for name, module in EXECUTABLES.items()],
+        'console_scripts': [f'{name} = {target}' for name, target in CONSOLE_SCRIPTS.items()],
     },
 )

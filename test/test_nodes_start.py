@@ -49,6 +49,23 @@ def test_node_joins_graph_and_stops_on_signal(ros_context, node_launcher, script
     observer.destroy_node()
 
 
+@pytest.mark.parametrize('script', sorted(NODES))
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_node_still_imports_stops_it_cleanly(ros_domain_id, script, sig):
+    """The executables take their stop signals before the node's modules (rclpy, OpenCV, torch:
+    1-3 s of imports), so a launcher stopping everything right after the start gets exit 0 and
+    no traceback, not a KeyboardInterrupt or a death by SIGTERM."""
+    proc = subprocess.Popen([str(VENV_BIN / script), '--ros-args', '-r', '__ns:=/probe',
+                             *NODES[script][1]], env=isolated_env(ros_domain_id),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.3)  # the interpreter is up; the node's imports are not done
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert 'Traceback' not in output, output
+    assert f'[{script}] stopped while starting' in output, output
+
+
 # -- malformed ROS arguments -------------------------------------------------------------------
 
 @pytest.mark.parametrize('ros_args, expected', [

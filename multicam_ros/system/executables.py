@@ -13,4 +13,9 @@ NODE_MODULES = {
     CAMERA_EXECUTABLE: 'multicam_ros.ros.camera_node',
     DETECTOR_EXECUTABLE: 'multicam_ros.ros.detector_node',
 }
-MODULES = {**NODE_MODULES, CLI_EXECUTABLE: 'multicam_ros.cli'}
+# A node process enters through this module, which takes its stop signals before the node's
+# slow imports (see there); its function of each executable's name runs that node.
+NODE_ENTRY_MODULE = 'multicam_ros.ros.entry'
+# console script -> module:function (setup.py)
+CONSOLE_SCRIPTS = {**{name: f'{NODE_ENTRY_MODULE}:{name}' for name in NODE_MODULES},
+                   CLI_EXECUTABLE: 'multicam_ros.cli:main'}

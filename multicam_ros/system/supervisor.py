@@ -56,7 +56,7 @@ import yaml
 from multicam_ros.core.shm_frames import remove_stale_segments
 from multicam_ros.core.sources import redact
 from multicam_ros.system.config import ConfigError, load_config
-from multicam_ros.system.executables import NODE_MODULES
+from multicam_ros.system.executables import NODE_ENTRY_MODULE
 from multicam_ros.system.plan import Plan, PlannedNode, node_plan
 from multicam_ros.system.status import DiagnosticsBoard, ProcessStatus, detector_ready, \
     status_table
@@ -176,7 +176,7 @@ def write_params_file(node: PlannedNode, directory: Path) -> Path:
 
 def node_command(node: PlannedNode, params_file: Path, log_level: str) -> List[str]:
     """The command line of one planned node, run with this interpreter."""
-    return [sys.executable, '-m', NODE_MODULES[node.executable], '--ros-args',
+    return [sys.executable, '-m', NODE_ENTRY_MODULE, node.executable, '--ros-args',
             '-r', f'__ns:={node.namespace}', '-r', f'__node:={node.name}',
             '--params-file', str(params_file), '--log-level', log_level]
 
