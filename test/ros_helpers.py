@@ -113,6 +113,19 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float 
     return bool(predicate())
 
 
+def stop_signals_caught(pid: int) -> bool:
+    """Whether process `pid` handles SIGTERM itself: a node executable does from the moment it
+    installed its stop signals, before the node's slow imports (multicam_ros/ros/entry.py);
+    the interpreter alone never does."""
+    try:
+        for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+            if line.startswith('SigCgt:'):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except OSError:
+        pass
+    return False
+
+
 class NodeProcess:
     """A node (or any console script of the venv) in its own process, as a user runs it.
 

@@ -4,6 +4,8 @@ cpu_affinity keeps every thread of a node on its CPUs."""
 import os
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 
-from ros_helpers import VENV_BIN, ExecutorThread, TopicRecorder, isolated_env, wait_for
+from ros_helpers import VENV_BIN, ExecutorThread, TopicRecorder, isolated_env, \
+    stop_signals_caught, wait_for
 
 
 def graph_has(node: Node, name: str, namespace: str) -> bool:
@@ -58,12 +61,36 @@ def test_a_signal_while_the_node_still_imports_stops_it_cleanly(ros_domain_id, s
     proc = subprocess.Popen([str(VENV_BIN / script), '--ros-args', '-r', '__ns:=/probe',
                              *NODES[script][1]], env=isolated_env(ros_domain_id),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.3)  # the interpreter is up; the node's imports are not done
+    # From the moment it handles SIGTERM (its first tenths of a second belong to the interpreter),
+    # while the node's imports still run.
+    assert wait_for(lambda: stop_signals_caught(proc.pid) or proc.poll() is not None, 30.0,
+                    interval_s=0.005)
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert 'Traceback' not in output, output
     assert f'[{script}] stopped while starting' in output, output
+
+
+@pytest.mark.parametrize('script', sorted(NODES))
+def test_the_executables_take_their_signals_before_any_slow_import(ros_domain_id, script):
+    """In the console script's own process: when the stop signals are installed, none of
+    rclpy, OpenCV or torch is imported yet."""
+    probe = textwrap.dedent(f"""
+        import sys
+        from multicam_ros.ros import entry
+        installed = entry.catch_stop_signals
+        def spy():
+            print('heavy at install:', sorted(m for m in ('rclpy', 'cv2', 'torch')
+                                               if m in sys.modules), flush=True)
+            return installed()
+        entry.catch_stop_signals = spy
+        sys.exit(entry.{script}())
+    """)
+    done = subprocess.run([sys.executable, '-c', probe, '--ros-args', '-p', 'zzz:=1'],
+                          env=isolated_env(ros_domain_id), capture_output=True, text=True,
+                          timeout=120)
+    assert 'heavy at install: []' in done.stdout, done.stdout + done.stderr
 
 
 # -- malformed ROS arguments -------------------------------------------------------------------

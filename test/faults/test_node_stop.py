@@ -6,15 +6,14 @@ exit 1; ros/node_main.py run_node).
 Real processes as a user starts them, real DDS. The load: a camera_node publishing a looping
 720p file at 30 fps to a subscriber in this process that burns 5 ms of CPU per frame, so the
 camera builds and sends image messages the whole time, and the detector's stops happen while
-frames pour in. The moments: after the node is up (a random moment of its spin), and, through
-the early `catch_stop_signals()` call that the node modules are meant to make before their
-slow imports, any moment from then on (imports, the constructor, the spin). A signal before the
+frames pour in. The moments: after the node is up (a random moment of its spin), and any moment
+from the one its executable installed its stop signals (multicam_ros/ros/entry.py, before the
+node's slow imports): imports, rclpy.init, the constructor, the spin. A signal before the
 interpreter runs any code of ours (its first tenths of a second) cannot be handled by Python
-code at all, so the random moments start at the marker the wrapper prints.
+code at all, so those moments start when the process handles SIGTERM (its /proc status says).
 """
 import random
 import signal
-import sys
 import time
 
 import pytest
@@ -24,19 +23,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from multicam_testbed import make_test_clip
-from ros_helpers import ExecutorThread, TopicRecorder, wait_for
+from ros_helpers import ExecutorThread, TopicRecorder, stop_signals_caught, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
 CAMERA = '/cam0'
 CAMERA_UP = f'-> {CAMERA}/image_raw'  # camera_node's log line at the end of its constructor
 DETECTOR = '/detector'
-READY = 'stop-signals-ready'
-# The node modules are meant to call catch_stop_signals() before their slow imports (see the
-# report of issue 12); until they do, this wrapper makes that call, then runs the node's main.
-EARLY_CAMERA = ('import sys; from multicam_ros.core.process import catch_stop_signals; '
-                f'catch_stop_signals(); print({READY!r}, flush=True); '
-                'from multicam_ros.ros.camera_node import main; sys.exit(main())')
 STOPS_WHILE_RUNNING = 20
 STOPS_AT_ANY_MOMENT = 10
 DETECTOR_STOPS = 3
@@ -79,9 +72,8 @@ def busy(ros_context):
     subscriber.node.destroy_node()
 
 
-def camera_command(clip, early: bool = False) -> list:
-    head = [sys.executable, '-c', EARLY_CAMERA] if early else ['camera_node']
-    return head + ['--ros-args', '-r', f'__ns:={CAMERA}', '-p', f'url:={clip}']
+def camera_command(clip) -> list:
+    return ['camera_node', '--ros-args', '-r', f'__ns:={CAMERA}', '-p', f'url:={clip}']
 
 
 def stop_and_check(proc, sig: int, what: str) -> str:
@@ -122,9 +114,9 @@ def test_camera_node_stops_cleanly_at_any_moment_of_its_life(node_launcher, clip
     failures = []
     up_s = 3.0  # how long a start took, to spread the moments over a whole start and more
     for index in range(STOPS_AT_ANY_MOMENT):
-        proc = node_launcher.start(camera_command(clip, early=True), name=f'early{index}')
-        assert wait_for(lambda: READY in proc.output() or not proc.running, UP_TIMEOUT_S), \
-            proc.output()
+        proc = node_launcher.start(camera_command(clip), name=f'early{index}')
+        assert wait_for(lambda: stop_signals_caught(proc.proc.pid) or not proc.running,
+                        UP_TIMEOUT_S, interval_s=0.005), proc.output()
         ready_s = time.monotonic()
         time.sleep(rng.uniform(0.0, 1.3 * up_s))
         sig = rng.choice([signal.SIGINT, signal.SIGTERM])
