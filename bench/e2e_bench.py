@@ -72,6 +72,8 @@ REPO = Path(__file__).resolve().parent.parent
 PROFILING_DIR = REPO / 'bench' / 'profiling'  # its sitecustomize.py: see --profile-detector
 if str(REPO) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO))
+from multicam_testbed.processes import cmdline, environ_value, other_pids, \
+    stat_fields  # noqa: E402 - needs the path above
 
 MARKER_ENV = 'MULTICAM_E2E_TOKEN'  # every process this bench starts carries it
 PREFIX = 'E2E '  # protocol lines of the worker roles on stdout
@@ -679,23 +681,11 @@ def marked_pids(token: Optional[str] = None, orphans: bool = False) -> List[int]
     """Processes carrying this bench's marker variable: of run `token`, or with `orphans`
     those of runs whose bench process is gone (the token starts with its pid)."""
     found = []
-    needle = f'{MARKER_ENV}='.encode()
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f'/proc/{entry}/environ').read_bytes()
-        except OSError:
-            continue
-        for item in environ.split(b'\0'):
-            if not item.startswith(needle):
-                continue
-            value = item[len(needle):].decode(errors='replace')
-            if token is not None and value == token:
-                found.append(int(entry))
-            elif orphans and not _bench_alive(value):
-                found.append(int(entry))
-            break
+    for pid in other_pids():
+        value = environ_value(pid, MARKER_ENV)
+        if value is not None and ((token is not None and value == token)
+                                  or (orphans and not _bench_alive(value))):
+            found.append(pid)
     return found
 
 
@@ -704,11 +694,7 @@ def _bench_alive(token: str) -> bool:
     pid_text = token.partition('-')[0]
     if not pid_text.isdigit():
         return False
-    try:
-        command = Path(f'/proc/{pid_text}/cmdline').read_bytes()
-    except OSError:
-        return False
-    return b'e2e_bench' in command
+    return any('e2e_bench' in arg for arg in cmdline(int(pid_text)))
 
 
 def kill_marked(token: Optional[str] = None, why: str = '', orphans: bool = False) -> int:
@@ -728,27 +714,12 @@ def kill_marked(token: Optional[str] = None, why: str = '', orphans: bool = Fals
 # -- measuring processes from outside -------------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> Optional[List[str]]:
-    try:
-        text = Path(f'/proc/{pid}/stat').read_text()
-    except OSError:
-        return None
-    return text[text.rfind(')') + 2:].split()
-
-
-def _cmdline(pid: int) -> List[str]:
-    try:
-        return Path(f'/proc/{pid}/cmdline').read_bytes().decode(errors='replace').split('\0')
-    except OSError:
-        return []
-
-
 def process_tree(roots: Iterable[int]) -> List[int]:
     """`roots` and all their descendants that are alive now."""
     children: Dict[int, List[int]] = collections.defaultdict(list)
     for entry in os.listdir('/proc'):
         if entry.isdigit():
-            fields = _stat_fields(int(entry))
+            fields = stat_fields(int(entry))
             if fields is not None:
                 children[int(fields[1])].append(int(entry))
     found, stack = [], [root for root in roots if Path(f'/proc/{root}').exists()]
@@ -765,7 +736,7 @@ def cpu_ticks(pids: Iterable[int]) -> int:
     """utime + stime + cutime + cstime summed (reaped children stay counted in parents)."""
     total = 0
     for pid in pids:
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is not None:
             total += sum(int(value) for value in fields[11:15])
     return total
@@ -774,7 +745,7 @@ def cpu_ticks(pids: Iterable[int]) -> int:
 def rss_bytes(pids: Iterable[int]) -> int:
     total = 0
     for pid in pids:
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is not None:
             total += int(fields[21]) * PAGE_BYTES
     return total
@@ -961,7 +932,7 @@ def start_profiles(plan: Plan, running: 'Running', name: str) -> List[Tuple[Path
     thread on the CPU, one of the thread holding the GIL (collapsed stacks per thread)."""
     launcher = running.system_procs[0].pid
     detector = [pid for pid in process_tree([launcher])
-                if 'detector_node' in ' '.join(_cmdline(pid))]
+                if 'detector_node' in ' '.join(cmdline(pid))]
     if not detector or shutil.which('py-spy') is None:
         plan.notes.append('--profile-detector: ' + ('no py-spy on PATH' if detector
                                                     else 'no detector process found'))

@@ -73,6 +73,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
+from multicam_testbed import processes
+from multicam_testbed.processes import alive, cmdline, stat_fields
+
 REPO = Path(__file__).resolve().parent.parent
 PAGE_BYTES = os.sysconf('SC_PAGE_SIZE')
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
@@ -110,26 +113,12 @@ def hms(seconds: float) -> str:
 # -- /proc ------------------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> Optional[List[str]]:
-    """Fields of /proc/<pid>/stat after the command name (field 3 onwards), or None."""
-    try:
-        text = Path(f'/proc/{pid}/stat').read_text()
-    except OSError:
-        return None
-    return text[text.rfind(')') + 2:].split()
-
-
-def alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] != 'Z'
-
-
 def descendants(root: int) -> List[int]:
     """`root` and every live process below it (by parent pid)."""
     children: Dict[int, List[int]] = collections.defaultdict(list)
     for entry in os.listdir('/proc'):
         if entry.isdigit():
-            fields = _stat(int(entry))
+            fields = stat_fields(int(entry))
             if fields is not None and fields[0] != 'Z':
                 children[int(fields[1])].append(int(entry))
     found: List[int] = []
@@ -142,27 +131,9 @@ def descendants(root: int) -> List[int]:
     return found
 
 
-def cmdline(pid: int) -> List[str]:
-    try:
-        raw = Path(f'/proc/{pid}/cmdline').read_bytes()
-    except OSError:
-        return []
-    return [part.decode('utf-8', 'replace') for part in raw.split(b'\0') if part]
-
-
 def marked_pids(mark: str) -> List[int]:
     """Live processes whose environment holds RUN_MARK_VAR=mark."""
-    needle = f'{RUN_MARK_VAR}={mark}'.encode()
-    found = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                environ = Path(f'/proc/{entry}/environ').read_bytes()
-            except OSError:
-                continue
-            if needle in environ.split(b'\0') and alive(int(entry)):
-                found.append(int(entry))
-    return found
+    return processes.marked_pids(RUN_MARK_VAR, mark)
 
 
 def process_sample(pid: int) -> Optional[Dict[str, float]]:
@@ -172,7 +143,7 @@ def process_sample(pid: int) -> Optional[Dict[str, float]]:
         fds = len(os.listdir(f'/proc/{pid}/fd'))
     except OSError:
         return None
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     if fields is None:
         return None
     values: Dict[str, float] = {}
@@ -522,26 +493,6 @@ class DiagnosticsProbe:
 # -- models and configuration -------------------------------------------------------------------
 
 
-def write_test_model(path: Path) -> Path:
-    """A tiny scripted TorchScript detector (one box in the middle of every picture) in the
-    torchscript back-end's layout [batch, boxes, 4 + classes]: the cheapest real model."""
-    import torch
-
-    class OneBox(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            batch, _, height, width = x.shape
-            out = torch.zeros(batch, 1, 6, device=x.device, dtype=x.dtype)
-            out[:, 0, 0] = width / 2.0
-            out[:, 0, 1] = height / 2.0
-            out[:, 0, 2] = width / 4.0
-            out[:, 0, 3] = height / 4.0
-            out[:, 0, 4] = 0.9
-            return out
-
-    torch.jit.script(OneBox()).save(str(path))
-    return path
-
-
 def default_model_ready() -> bool:
     try:
         from multicam_ros.system import model_store
@@ -873,7 +824,8 @@ class Soak:
             self.model = 'nanodet' if default_model_ready() else 'test'
         model_path = None
         if self.model == 'test':
-            model_path = write_test_model(self.workdir / 'one_box.torchscript')
+            from multicam_testbed.models import save_center_box_model  # torch
+            model_path = save_center_box_model(self.workdir / 'one_box.torchscript')
         self.streams = TestStreams(args.cameras, args.port or free_port(), args.width,
                                    args.height, args.fps, env, self.workdir / 'streams.log')
         say(f'RTSP test streams on port {self.streams.port}; ROS domain {self.domain_id}; '

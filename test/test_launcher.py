@@ -24,6 +24,7 @@ from multicam_ros.system.supervisor import UNLOCKED_GRACE_S, WORKDIR_PREFIX, Chi
     make_workdir, remove_dead_workdirs
 from multicam_ros.system.transport import FASTDDS_BUILTIN_TRANSPORTS_ENV, FASTDDS_PROFILE_ENV, \
     FASTRTPS_PROFILE_ENV, packaged_fastdds_profile
+from multicam_testbed.processes import alive, cmdline
 from model_fixtures import scripted_detector_yaml
 from ros_helpers import REPO, ExecutorThread, TopicRecorder, stamp_ns, wait_for
 
@@ -58,15 +59,6 @@ def started_pids(output: str) -> Dict[str, List[int]]:
     return pids
 
 
-def alive(pid: int) -> bool:
-    """True if `pid` is a live (not zombie) process."""
-    try:
-        stat = Path(f'/proc/{pid}/stat').read_text()
-    except OSError:
-        return False
-    return stat.rsplit(')', 1)[1].split()[0] != 'Z'
-
-
 @pytest.fixture
 def leftover_guard():
     """Safety net: kill any node pid a test recorded that is still alive at teardown, so a
@@ -75,7 +67,7 @@ def leftover_guard():
     yield pids
     for pid in pids:
         try:
-            if alive(pid) and b'multicam_ros' in Path(f'/proc/{pid}/cmdline').read_bytes():
+            if alive(pid) and any('multicam_ros' in arg for arg in cmdline(pid)):
                 os.kill(pid, signal.SIGKILL)
         except OSError:
             pass

@@ -27,7 +27,8 @@ from multicam_ros.core import diagnostics
 from multicam_ros.core.diagnostics import CameraReport, ServedCameraReport
 from multicam_ros.core.shm_frames import NAME_PREFIX, SHM_DIR, channel_for_topic, \
     remove_stale_segments, segment_name
-from multicam_testbed import RtspServerError, RtspTestServer
+from multicam_testbed import RtspServerError, RtspTestServer, processes
+from multicam_testbed.processes import alive
 from model_fixtures import scripted_detector_yaml
 from ros_helpers import LOCALHOST_DISCOVERY, ExecutorThread, NodeProcess, TopicRecorder, \
     isolated_env, make_context, next_domain_id, stamp_ns, wait_for
@@ -40,30 +41,10 @@ RUN_MARK_VAR = 'MULTICAM_FAULTS_RUN'  # in every process of the system: finds or
 # -- processes ------------------------------------------------------------------------------------
 
 
-def alive(pid: int) -> bool:
-    """True if `pid` is a live (not zombie) process."""
-    try:
-        stat = Path(f'/proc/{pid}/stat').read_text()
-    except OSError:
-        return False
-    return stat.rsplit(')', 1)[1].split()[0] != 'Z'
-
-
 def marked_pids(mark: str) -> List[int]:
     """Live processes whose environment carries RUN_MARK_VAR=mark (any process the run started,
     however it was started or re-parented)."""
-    needle = f'{RUN_MARK_VAR}={mark}'.encode()
-    found = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f'/proc/{entry}/environ').read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b'\0') and alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return processes.marked_pids(RUN_MARK_VAR, mark)
 
 
 def server_pid(server: RtspTestServer) -> int:

@@ -19,6 +19,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from multicam_ros.system.config import MAX_DEPTH, MAX_NODES
+from multicam_testbed import processes
 from ros_helpers import REPO, isolated_env, next_domain_id
 
 pytestmark = pytest.mark.timeout(240)
@@ -64,19 +65,7 @@ PROFILE_PROBLEMS = {
 
 def marked_pids(mark: str) -> List[int]:
     """Live processes whose environment carries MARK_VAR=mark, however re-parented."""
-    needle = f'{MARK_VAR}={mark}'.encode()
-    found = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f'/proc/{entry}/environ').read_bytes()
-            state = Path(f'/proc/{entry}/stat').read_text().rsplit(')', 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b'\0') and state != 'Z':
-            found.append(int(entry))
-    return found
+    return processes.marked_pids(MARK_VAR, mark)
 
 
 def run_launch(config: Path, tmp_dir: Path, out_dir: Path) -> Tuple[int, str, str, int, float]:
