@@ -135,6 +135,35 @@ def test_worker_survives_a_failing_batch_and_reports_once():
     assert len(results) >= 2
 
 
+def test_frames_overwritten_in_shared_memory_never_give_results():
+    """Frames left in shared memory (InputFrame.intact set): with a stage, those it drops are
+    never inferred; without one, a frame found overwritten once the model has read it gives
+    no result. Intact ones go on as usual."""
+    def in_place(stamp: int, whole: bool) -> InputFrame:
+        return InputFrame(np.zeros((4, 4, 3), np.uint8), stamp, time.monotonic(),
+                          intact=lambda: whole)
+
+    for stage in (None, lambda frames: [None if f.intact and not f.intact() else f
+                                        for f in frames]):
+        collector = BatchCollector(['/a', '/b', '/c'])
+        detector, results = ScriptedDetector(), []
+        worker = InferenceWorker(collector, detector, lambda c, f, d: results.append(c), 8,
+                                 stage=stage)
+        collector.put('/a', in_place(1, whole=True))
+        collector.put('/b', in_place(2, whole=False))
+        collector.put('/c', frame(3))
+        worker.start()
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(results) < 2:
+                time.sleep(0.01)
+            time.sleep(0.1)
+        finally:
+            worker.stop()
+        assert sorted(results) == ['/a', '/c'], stage
+        assert detector.batches == ([3] if stage is None else [2])
+
+
 def test_slow_output_work_never_holds_up_the_next_batch():
     """While the result stage is stuck in one camera's output work (a slow publisher, a big
     drawing), the inference thread goes on batching; the stage keeps only each camera's newest

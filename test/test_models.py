@@ -258,3 +258,21 @@ def test_torchvision_on_cuda(half):
         assert np.all(result.boxes_xyxy >= 0)
         assert np.all(result.boxes_xyxy[:, [0, 2]] <= width)
         assert np.all(result.boxes_xyxy[:, [1, 3]] <= height)
+
+
+@pytest.mark.gpu
+def test_frames_already_on_the_device_give_the_same_results_as_host_frames():
+    """What DeviceStager hands the back-ends (frames uploaded straight from shared memory):
+    H x W x 3 uint8 tensors on the device, mixed in one batch with host frames of the same
+    and other sizes, give exactly the results of the same frames from the host."""
+    torch.manual_seed(0)
+    detector = load_detector(_config(name='fasterrcnn_mobilenet_v3_large_320_fpn',
+                                     device='cuda'))
+    assert detector.takes_device_frames
+    frames = _frames((1280, 720), (1280, 720), (640, 480))
+    mixed = [torch.from_numpy(frames[0]).cuda(), frames[1], torch.from_numpy(frames[2]).cuda()]
+    expected, got = detector.infer(frames), detector.infer(mixed)
+    assert sum(len(result) for result in expected) > 0
+    for want, have in zip(expected, got):
+        np.testing.assert_allclose(have.boxes_xyxy, want.boxes_xyxy, atol=1e-3)
+        np.testing.assert_array_equal(have.class_ids, want.class_ids)

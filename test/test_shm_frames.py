@@ -415,40 +415,160 @@ def test_reader_started_after_the_writer(channel: str) -> None:
     assert channel_status(channel) is None
 
 
-def test_many_cameras_are_fed_by_several_threads_each_camera_by_one() -> None:
-    """40 channels: three feeder threads (one per 16 cameras); every camera's frames arrive,
-    in order, each camera's always from the same thread."""
-    from multicam_ros.core.shared_input import SharedFrameFeeder, feeder_threads
-    assert [feeder_threads(n) for n in (1, 16, 17, 40, 64, 65, 500)] == [1, 1, 2, 3, 4, 4, 4]
-    cameras = [f'/cam{index}' for index in range(40)]
-    channels = {camera: f'test_shm/{uuid.uuid4().hex[:12]}' for camera in cameras}
-    writers = {camera: FrameWriter(channel) for camera, channel in channels.items()}
-    seen = {camera: [] for camera in cameras}  # (stamp_ns, thread name) per frame
+# -- the detector's source (core/shared_input.py) ---------------------------------------------
 
-    def put(camera, frame) -> None:
-        seen[camera].append((frame.stamp_ns, threading.current_thread().name))
+class PageLocks:
+    """Stands in for cudaHostRegister where there is no GPU (the CUDA test below uses the real
+    one): records what the source locks and undoes, in order; `refuse` says no."""
 
-    feeder = SharedFrameFeeder(channels, put)
-    assert feeder.thread_count == 3
-    for camera in cameras:
-        feeder.set_active(camera, True)
-    feeder.start()
+    def __init__(self, refuse: bool = False) -> None:
+        self.events: List[tuple] = []
+        self.refuse = refuse
+
+    def __call__(self, array: np.ndarray):
+        address = array.__array_interface__['data'][0]
+        self.events.append(('lock', address, array.nbytes))
+        if self.refuse:
+            return None
+        return lambda: self.events.append(('undo', address, array.nbytes))
+
+    def held(self) -> int:
+        return sum(1 if event[0] == 'lock' else -1 for event in self.events)
+
+
+def test_source_takes_the_newest_frame_at_batch_time_and_counts_what_it_skipped(channel):
+    """Nothing is read for frames that a newer one replaced before the batch: five frames
+    written, one taken (the newest, by copy without page-locking), four counted as dropped;
+    never the same frame twice; a waiting collect wakes for a frame written meanwhile."""
+    from multicam_ros.core.batching import BatchCollector
+    from multicam_ros.core.shared_input import SharedFrameSource
+    pool = frame_pool(64, 48)
+    with FrameWriter(channel) as writer:
+        source = SharedFrameSource({'/cam': channel})
+        collector = BatchCollector(['/cam'], sources={'/cam': source.source('/cam')})
+        writer.write(pool[0], 500, 'f')
+        assert collector.collect(4, timeout_s=0.05) == []  # not active yet
+        source.set_active('/cam', True)
+        assert [frame.stamp_ns for _, frame in collector.collect(4, timeout_s=5.0)] == [500]
+        for seq in range(1, 6):
+            writer.write(pool[seq % POOL_SIZE], seq * 1000, 'f')
+        batch = collector.collect(4, timeout_s=5.0)
+        assert [(camera, frame.stamp_ns) for camera, frame in batch] == [('/cam', 5000)]
+        image = batch[0][1].image
+        assert np.array_equal(image, pool[5 % POOL_SIZE]) and image.flags.writeable
+        assert batch[0][1].intact is None  # a copy: validated as it was made
+        counts = collector.counts('/cam')
+        assert (counts.received, counts.processed, counts.dropped) == (6, 2, 4)
+        assert source.counts('/cam').frames == 2
+        assert collector.collect(4, timeout_s=0.05) == []  # never twice
+        threading.Timer(0.2, lambda: writer.write(pool[1], 7000, 'f')).start()
+        batch = collector.collect(4, timeout_s=10.0)
+        assert [frame.stamp_ns for _, frame in batch] == [7000]
+        source.close()
+
+
+def test_in_place_frames_against_a_hammering_writer(channel: str) -> None:
+    """Frames left in shared memory are views whose `intact` check, made after they were
+    used, tells every overwritten one: against a writer rewriting its two slots as fast as it
+    can, every frame judged intact has the pixels its frame_id promises, and the torn ones are
+    counted. The slots are page-locked once and unlocked at close."""
+    from multicam_ros.core.shared_input import SharedFrameSource, channel_live
+    writer = WriterProcess('hammer', channel, 320, 240, slot_count=2)
+    writer.expect('ready')
+    locks = PageLocks()
+    source = SharedFrameSource({'/cam': channel}, page_lock=locks)
+    source.set_active('/cam', True)
+    whole = torn = 0
+    deadline = time.monotonic() + DEADLINE_S
     try:
-        for stamp in range(1, 4):
-            for index, writer in enumerate(writers.values()):
-                writer.write(np.full((24, 32, 3), index, np.uint8), stamp * 1000, 'f')
-            wait_for(lambda: all(seen[c] and seen[c][-1][0] == stamp * 1000 for c in cameras)
-                     or None, f'frame {stamp} of every camera')
+        while (whole < 20 or torn < 20) and time.monotonic() < deadline:
+            got = source.take('/cam')
+            if got is None:
+                continue
+            frame = got[0]
+            assert frame.intact is not None and not frame.image.flags.writeable
+            crc = zlib.crc32(frame.image)  # the use: it reads the pixels in place
+            if frame.intact():
+                assert crc == int(frame.frame_id, 16), 'a torn frame passed as intact'
+                whole += 1
+            else:
+                torn += 1
     finally:
-        feeder.stop()
-        for writer in writers.values():
-            writer.close()
-    threads = {camera: {name for _, name in frames} for camera, frames in seen.items()}
-    assert all(len(names) == 1 for names in threads.values()), threads
-    assert len(set().union(*threads.values())) == 3
-    for frames in seen.values():
-        stamps = [stamp for stamp, _ in frames]
-        assert stamps == sorted(set(stamps)), stamps  # never twice, never out of order
+        writer.kill()
+    assert not channel_live(channel)  # as the node finds out: the dead segment goes
+    assert whole >= 20 and torn >= 1, (whole, torn)
+    counts = source.counts('/cam')
+    assert counts.torn >= torn and counts.in_place == counts.frames == whole + torn
+    assert locks.held() == 1 and [event[0] for event in locks.events] == ['lock']
+    source.close()
+    assert locks.held() == 0
+
+
+def test_in_place_follows_a_restart_with_another_resolution(channel: str) -> None:
+    """A camera restarted at another resolution: the old segment's page-lock is undone before
+    the new one's is taken (while its mapping is still referenced), a frame of the old one is
+    no longer intact, and the new frames come in place at their new size. Refused page-locks
+    mean frames by copy."""
+    from multicam_ros.core.shared_input import SharedFrameSource
+    locks = PageLocks()
+    source = SharedFrameSource({'/cam': channel}, page_lock=locks)
+    source.set_active('/cam', True)
+    with FrameWriter(channel) as writer:
+        writer.write(frame_pool(64, 48)[0], 1000, 'old')
+        old = wait_for(lambda: source.take('/cam'), 'a frame')[0]
+        assert old.image.shape == (48, 64, 3) and old.intact()
+    with FrameWriter(channel) as writer:
+        image = frame_pool(80, 60)[1]
+        writer.write(image, 2000, 'new')
+        new = wait_for(lambda: source.take('/cam'), 'a frame of the new writer')[0]
+        assert new.image.shape == (60, 80, 3) and np.array_equal(new.image, image)
+        assert new.intact() and not old.intact()
+        assert [event[0] for event in locks.events] == ['lock', 'undo', 'lock']
+        assert locks.events[0][1:] == locks.events[1][1:]  # the old mapping's, undone
+    source.close()
+    assert locks.held() == 0
+
+    refused = PageLocks(refuse=True)
+    source = SharedFrameSource({'/cam': channel}, page_lock=refused)
+    source.set_active('/cam', True)
+    with FrameWriter(channel) as writer:
+        writer.write(image, 3000, 'new')
+        frame = wait_for(lambda: source.take('/cam'), 'a frame by copy')[0]
+        writer.write(image, 4000, 'new')
+        wait_for(lambda: source.take('/cam'), 'the next frame')
+    assert frame.intact is None and frame.image.flags.writeable
+    assert [event[0] for event in refused.events] == ['lock']  # asked once per segment
+    source.close()
+
+
+@pytest.mark.gpu
+def test_cuda_upload_straight_from_shared_memory(channel: str) -> None:
+    """The real page-lock (cudaHostRegister, read-only mapping) and DeviceStager: the device
+    holds exactly the written pixels; a frame whose slot was rewritten before its upload is
+    dropped and counted; close unregisters the slots."""
+    import torch
+    from multicam_ros.core.models.preprocess import DeviceStager, cuda_page_lock
+    from multicam_ros.core.shared_input import SharedFrameSource
+    pool = frame_pool(1280, 720)
+    source = SharedFrameSource({'/cam': channel}, page_lock=cuda_page_lock)
+    source.set_active('/cam', True)
+    stage = DeviceStager('cuda')
+    with FrameWriter(channel, slot_count=3) as writer:
+        writer.write(pool[0], 1000, 'a')
+        first = wait_for(lambda: source.take('/cam'), 'a frame')[0]
+        staged = stage([first])
+        assert staged[0] is not None and staged[0].image.is_cuda and staged[0].intact is None
+        assert torch.equal(staged[0].image.cpu(), torch.from_numpy(pool[0]))
+        writer.write(pool[1], 2000, 'b')
+        second = wait_for(lambda: source.take('/cam'), 'the next frame')[0]
+        for seq in range(3, 6):  # three more: the second frame's slot is rewritten
+            writer.write(pool[seq % POOL_SIZE], seq * 1000, 'c')
+        assert stage([second]) == [None]
+        assert source.counts('/cam').torn == 1 and source.counts('/cam').in_place == 2
+        slots = source._cameras['/cam'].locked[0]
+        address = slots.__array_interface__['data'][0]
+        source.close()
+        assert int(torch.cuda.cudart().cudaHostUnregister(address)) != 0  # not registered
 
 
 if __name__ == '__main__':

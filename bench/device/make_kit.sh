@@ -7,7 +7,8 @@
 #   .models/ with --nanodet: the cached NanoDet-g TorchScript at fp16 (7.3 MiB instead of 14.5;
 #            run_on_gpu.sh restores it to fp32 in /tmp/e2e_models/nanodet-g/)
 #   .tools/  with --tools: the py-spy wheel (pinned, hash-checked) for e2e_bench.py
-#            --profile-detector; run_on_gpu.sh installs whatever .tools holds
+#            --profile-detector, and pytest for the CUDA tests (`make test-gpu`);
+#            run_on_gpu.sh installs whatever .tools holds
 # Both folders are ignored by git (.gitignore and .git/info/exclude), so they travel to the
 # device only when the run's carry names them: carry [".whl", ".clips/720p"].
 # The wheel list comes from bench/device/kit_list.py: the dependency closure of the ROS entries
@@ -20,7 +21,7 @@
 #   --all         also the packages the GPU machine already has (for a bare test venv)
 #   --no-clips    wheels only
 #   --nanodet     also pack the cached NanoDet-g (multicam-ros models fetch) into .models/
-#   --tools       also download py-spy into .tools/
+#   --tools       also download py-spy and pytest into .tools/
 # Idempotent: wheels and clips already there are kept.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +32,13 @@ ALL=()
 CLIPS=1
 NANODET=0
 TOOLS=0
-PY_SPY='py-spy==0.4.3 --hash=sha256:8a4277225f470d394a85cca0cdd944bef87f0097b6f20150a6dd3ac2e92806b8'
+# --tools: py-spy for --profile-detector, pytest for `make test-gpu` there (pure-Python wheels)
+TOOL_WHEELS='py-spy==0.4.3 --hash=sha256:8a4277225f470d394a85cca0cdd944bef87f0097b6f20150a6dd3ac2e92806b8
+pytest==9.2.0 --hash=sha256:07acdcf88ec174f907dc01af70bf52d49b014bbab03faeeade31c96b18c2e588
+pluggy==1.7.0 --hash=sha256:7dd7b0d8832ba3cb632c306926ded123429211b83641b35dc5c41ad2d34f9bec
+iniconfig==2.3.1 --hash=sha256:9121e2c1fdb355232495be3194c8dfe87ccc2d5dee45947b78e68f499790d7a7
+packaging==26.4 --hash=sha256:81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee339da133f4233ea2
+pytest-timeout==2.4.0 --hash=sha256:c42667e5cdadb151aeb5b26d114aff6bdf5a907f176a007a30b940d3d865b5c2'
 while (($#)); do
   case $1 in
     --python) PYVER=$2; shift 2 ;;
@@ -143,9 +150,9 @@ if ((NANODET)); then
 fi
 
 if ((TOOLS)); then
-  echo "    py-spy into .tools/"
+  echo "    py-spy and pytest into .tools/"
   mkdir -p .tools
-  echo "$PY_SPY" > .tools/requirements.txt
+  echo "$TOOL_WHEELS" > .tools/requirements.txt
   "$VENV_PY" -m pip download -q --no-deps --only-binary=:all: --require-hashes \
     --platform manylinux1_x86_64 -d .tools -r .tools/requirements.txt \
     2> >(grep -v 'is ignored: it is neither' >&2)

@@ -75,7 +75,8 @@ class ServedCameraReport:
     tracks: Optional[int] = None  # None: tracking off
     results_dropped: int = 0  # results replaced before the output stage took them
     input_path: str = 'subscription'  # where its frames come from: subscription, shared_memory
-    shared_memory_torn: int = 0  # shared-memory copies discarded as overwritten mid-copy
+    shared_memory_torn: int = 0  # shared-memory frames discarded: overwritten mid-copy/upload
+    shared_memory_in_place: int = 0  # shared-memory frames uploaded straight from it (CUDA)
     source: str = 'live'  # one of SOURCE_STATES: is the camera itself delivering pictures?
     frames_too_large: int = 0  # refused before any copy: over max_frame_pixels/max_frame_bytes
     stamps_invalid: int = 0  # header stamp zero or in the future: kept out of the latency

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 import numpy as np
 
@@ -109,7 +109,17 @@ class LatestFrameSlot(Generic[T]):
 class InputFrame:
     """A camera frame waiting for the model."""
 
-    image: np.ndarray  # H x W x 3 uint8, BGR
+    # H x W x 3 uint8, BGR: a numpy array, or a torch tensor on the model's device once
+    # uploaded straight from shared memory
+    image: Any
     stamp_ns: int  # capture stamp from the source's header
     received_s: float  # time.monotonic() when it reached the detector
     frame_id: str = ''  # of the source's header: results carry the same stamp and frame_id
+    # Set while `image` is a view into shared memory that the camera may overwrite: call it
+    # once the pixels were copied or uploaded; False means they may be torn (drop the frame).
+    intact: Optional[Callable[[], bool]] = None
+
+
+def host_pixels(image: Any) -> np.ndarray:
+    """An InputFrame's pixels as a numpy array (downloaded if they are on a device)."""
+    return image if isinstance(image, np.ndarray) else image.cpu().numpy()

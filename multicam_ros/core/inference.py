@@ -5,7 +5,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Counter, Optional, Sequence
+from typing import Callable, Counter, List, Optional, Sequence
 
 from multicam_ros.core.batching import BatchCollector
 from multicam_ros.core.frames import InputFrame
@@ -13,6 +13,8 @@ from multicam_ros.core.models.base import Detections, Detector
 from multicam_ros.core.stats import LatencyWindow
 
 ResultCallback = Callable[[str, InputFrame, Detections], None]
+# A batch's frames -> the same frames ready for the model, None for each one to drop
+Stage = Callable[[List[InputFrame]], List[Optional[InputFrame]]]
 _LOG = logging.getLogger(__name__)
 
 
@@ -37,6 +39,11 @@ class _SlotThread:
         self._slots.close()
         self._thread.join(timeout_s)
 
+    @property
+    def stopped(self) -> bool:
+        """True once the thread has ended (or never started)."""
+        return not self._thread.is_alive()
+
     def _report_once(self, text: str) -> None:
         if text not in self._reported and len(self._reported) < 100:
             self._reported.add(text)
@@ -47,12 +54,20 @@ class _SlotThread:
 
 
 class InferenceWorker(_SlotThread):
-    """Runs batches through `detector` until `stop`; never queues, never waits for a camera."""
+    """Runs batches through `detector` until `stop`; never queues, never waits for a camera.
+
+    Frames left in shared memory (InputFrame.intact set) go through `stage` first, which
+    uploads them and drops those the camera overwrote meanwhile (preprocess.DeviceStager);
+    without a stage they are checked once the model has read them, and a result whose frame
+    was overwritten meanwhile is dropped.
+    """
 
     def __init__(self, collector: BatchCollector, detector: Detector, on_result: ResultCallback,
-                 max_batch_size: int, on_error: Optional[Callable[[str], None]] = None) -> None:
+                 max_batch_size: int, on_error: Optional[Callable[[str], None]] = None,
+                 stage: Optional[Stage] = None) -> None:
         super().__init__(collector, 'inference', on_error)
         self._detector = detector
+        self._stage = stage
         self._on_result = on_result
         self._max_batch_size = max_batch_size
         self._lock = threading.Lock()
@@ -69,6 +84,12 @@ class InferenceWorker(_SlotThread):
                 continue
             started_s = time.monotonic()
             try:
+                if self._stage is not None:
+                    staged = self._stage([frame for _, frame in batch])
+                    batch = [(camera, frame) for (camera, _), frame in zip(batch, staged)
+                             if frame is not None]
+                    if not batch:
+                        continue
                 results = self._detector.infer([frame.image for _, frame in batch])
             except Exception as exc:  # noqa: BLE001 - one bad batch must not end the detector
                 with self._lock:
@@ -83,6 +104,8 @@ class InferenceWorker(_SlotThread):
             with self._lock:
                 self.batch_sizes[len(batch)] += 1
             for (camera, frame), detections in zip(batch, results):
+                if frame.intact is not None and not frame.intact():
+                    continue  # overwritten while the model read it: counted as torn
                 try:
                     self._on_result(camera, frame, detections)
                 except Exception as exc:  # noqa: BLE001 - one camera's failure is its own

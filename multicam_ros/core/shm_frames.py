@@ -342,6 +342,20 @@ class FrameReader:
         """True while mapped to a segment whose writer was alive at the last check."""
         return self._segment is not None
 
+    @property
+    def attachment(self) -> int:
+        """Changes whenever the reader maps another segment (a writer restart, a resolution
+        change): views and ``slot_memory`` of an earlier attachment are of an old mapping."""
+        return self._attachment
+
+    def slot_memory(self) -> Optional[np.ndarray]:
+        """All the frame slots of the segment mapped now, as one read-only uint8 array (e.g.
+        to page-lock them for uploads straight from shared memory), or None when detached.
+        The mapping stays valid while this array is referenced, even after the reader moved
+        on."""
+        segment = self._segment
+        return None if segment is None else segment.slots
+
     def writer_alive(self) -> bool:
         """Whether a live writer holds the channel now (one system call); detaches if not."""
         if not self._attach():
@@ -549,6 +563,8 @@ class _Segment:
         self.writer_id = int(self.ctl[_W_WRITER_ID])
         stride = int(self.ctl[_W_SLOT_STRIDE])
         data = np.frombuffer(mm, np.uint8)
+        self.slots = data[_HEADER_BYTES:_HEADER_BYTES + (self.slot_count - 1) * stride
+                          + self.slot_bytes]
         self.pixels = [data[_HEADER_BYTES + i * stride:_HEADER_BYTES + i * stride
                             + self.slot_bytes] for i in range(self.slot_count)]
         self._closed = False
@@ -651,6 +667,7 @@ class _Segment:
             return
         self._closed = True
         self.pixels = []
+        self.slots = None
         self.ctl.release()
         try:
             self.mm.close()

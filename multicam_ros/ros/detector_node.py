@@ -1,10 +1,11 @@
 """detector_node: ONE model for every camera, batched across cameras, vision_msgs out.
 
-A thin ROS layer over the ROS-free core. Each camera's frames reach that camera's newest-frame
-slot (batching.py) by one of two paths, chosen per camera (`frame_path`): from shared memory
-(shared_input.py), while a camera_node of this package on this host writes it, or from the
-camera's image_raw subscription (any publisher, any host). An inference thread (inference.py)
-takes the newest frame of every camera into one batch and runs it through the model back-end
+A thin ROS layer over the ROS-free core. Each camera's frames reach the batches (batching.py)
+by one of two paths, chosen per camera (`frame_path`): from shared memory (shared_input.py),
+while a camera_node of this package on this host writes it, or through the camera's newest-frame
+slot from its image_raw subscription (any publisher, any host). An inference thread
+(inference.py) takes the newest frame of every camera into one batch (on CUDA, shared-memory
+frames are uploaded straight from shared memory) and runs it through the model back-end
 (models/); the result stage's thread publishes `<camera>/detections` and
 `<camera>/image_annotated`; a timer publishes diagnostics.
 """
@@ -29,14 +30,14 @@ from multicam_ros.core.batching import BatchCollector
 from multicam_ros.core.diagnostics import MODEL_SUFFIX, ModelReport, ServedCameraReport, \
     report_name, source_state, stamp_plausible
 from multicam_ros.core.drawing import draw_detections
-from multicam_ros.core.frames import InputFrame
+from multicam_ros.core.frames import InputFrame, host_pixels
 from multicam_ros.core.imaging import NO_SIGNAL_FRAME_ID
 from multicam_ros.core.inference import InferenceWorker, ResultStage
 from multicam_ros.core.models import load_detector
 from multicam_ros.core.models.base import Detections
 from multicam_ros.core.params import DETECTOR_PARAMS, detector_configs, normalise_cameras
 from multicam_ros.core.process import pin_to_cpus
-from multicam_ros.core.shared_input import SharedFrameFeeder, channel_live
+from multicam_ros.core.shared_input import SharedFrameSource, channel_live
 from multicam_ros.core.shm_frames import channel_for_topic, shm_available
 from multicam_ros.core.stats import LatencyWindow, RateMeter
 from multicam_ros.core.tracking import NO_TRACK_ID, Tracker
@@ -151,7 +152,7 @@ class DetectorNode(Node):
         self._log_handler = forward_core_logs(self)
         self._worker: Optional[InferenceWorker] = None  # destroy_node may run before it exists
         self._results: Optional[ResultStage] = None
-        self._feeder: Optional[SharedFrameFeeder] = None
+        self._shared: Optional[SharedFrameSource] = None
         self._stopping = threading.Event()
         self.context.on_shutdown(self._stopping.set)
         s, model_config, tracking, self._confidence_threshold = detector_configs(
@@ -182,7 +183,6 @@ class DetectorNode(Node):
         on_param_change(self, DETECTOR_PARAMS,
                         {'annotate': lambda mode: setattr(self, '_annotate', mode)})
 
-        self._collector = BatchCollector(cameras)
         self._cameras: Dict[str, _CameraState] = {}
         self._input_qos = image_qos(s.reliability)
         output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -194,20 +194,18 @@ class DetectorNode(Node):
                 Image, f'{camera}/image_annotated', output_qos)
             self._cameras[camera] = state
         self._frame_path = s.frame_path
-        self._feeder: Optional[SharedFrameFeeder] = None
+        stage = None
         if s.frame_path != SUBSCRIPTION and shm_available():
-            from multicam_ros.core.models.preprocess import host_buffer_allocator  # torch
-            domain_id = self.context.get_domain_id()
-            self._feeder = SharedFrameFeeder(
-                {camera: channel_for_topic(f'{camera}/image_raw', domain_id)
-                 for camera in cameras},
-                self._put_frame, allocate=host_buffer_allocator(self._detector.device),
-                max_pixels=s.max_frame_pixels, max_bytes=s.max_frame_bytes).start()
+            self._shared, stage = self._shared_input(cameras, s.max_frame_pixels,
+                                                     s.max_frame_bytes)
         elif s.frame_path == SHARED_MEMORY:
             self.get_logger().warning('frame_path shared_memory: shared memory is not usable '
                                       'on this host; taking every camera from image_raw')
+        sources = None if self._shared is None else {
+            camera: self._shared.source(camera) for camera in cameras}
+        self._collector = BatchCollector(cameras, sources=sources)
         self._choose_paths()
-        if self._feeder is not None and s.frame_path == 'auto':
+        if self._shared is not None and s.frame_path == 'auto':
             self.create_timer(PATH_CHECK_PERIOD_S, self._choose_paths)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -222,7 +220,23 @@ class DetectorNode(Node):
                                     on_error=self._on_worker_error).start()
         self._worker = InferenceWorker(
             self._collector, self._detector, self._results.put, s.max_batch_size,
-            on_error=self._on_worker_error).start()
+            on_error=self._on_worker_error, stage=stage).start()
+
+    def _shared_input(self, cameras, max_pixels: int, max_bytes: int):
+        """The shared-memory source of every camera and, where frames can go to the model's
+        device straight from shared memory (CUDA, a back-end that takes device tensors), the
+        inference thread's stage that uploads them."""
+        from multicam_ros.core.models import preprocess  # torch: loaded with the model already
+        device = self._detector.device
+        in_place = device.startswith('cuda') and getattr(
+            self._detector, 'takes_device_frames', False)
+        domain_id = self.context.get_domain_id()
+        source = SharedFrameSource(
+            {camera: channel_for_topic(f'{camera}/image_raw', domain_id) for camera in cameras},
+            accept=self._accept_shared, allocate=preprocess.host_buffer_allocator(device),
+            page_lock=preprocess.cuda_page_lock if in_place else None,
+            max_pixels=max_pixels, max_bytes=max_bytes)
+        return source, preprocess.DeviceStager(device) if in_place else None
 
     def _on_worker_error(self, text: str) -> None:
         if not self._stopping.is_set():  # errors while shutting down are expected, not news
@@ -236,23 +250,23 @@ class DetectorNode(Node):
         is never on both, so no frame arrives twice; leaving the subscription also tells its
         camera_node that it need not build image_raw for this detector."""
         for camera, state in self._cameras.items():
-            if self._feeder is None:
+            if self._shared is None:
                 shared = False
             elif self._frame_path == SHARED_MEMORY:
                 shared = True
             else:
-                shared = channel_live(self._feeder.channel(camera))
+                shared = channel_live(self._shared.channel(camera))
             path = SHARED_MEMORY if shared else SUBSCRIPTION
             if path == state.path and (shared or state.subscription is not None):
                 continue
             if shared:
-                self._feeder.set_active(camera, True)
+                self._shared.set_active(camera, True)
                 if state.subscription is not None:
                     self.destroy_subscription(state.subscription)
                     state.subscription = None
             else:
-                if self._feeder is not None:
-                    self._feeder.set_active(camera, False)
+                if self._shared is not None:
+                    self._shared.set_active(camera, False)
                 state.subscription = self.create_subscription(
                     Image, f'{camera}/image_raw',
                     lambda msg, camera=camera: self._on_image(camera, msg), self._input_qos,
@@ -263,15 +277,15 @@ class DetectorNode(Node):
                 self.get_logger().info(f'{camera}: frames from {path.replace("_", " ")}')
             state.path = path
 
-    def _put_frame(self, camera: str, frame: InputFrame) -> None:
-        """A frame from shared memory (the feeder's thread). Our camera_nodes stamp strictly
-        increasing, so a stamp not newer than the last frame taken is one that already came
-        through the subscription just before the camera moved to shared memory."""
+    def _accept_shared(self, camera: str, frame: InputFrame, skipped: int) -> bool:
+        """A frame from shared memory (inference thread), with the `skipped` frames the camera
+        wrote since the last one taken. Our camera_nodes stamp strictly increasing, so a stamp
+        not newer than the last frame taken is one that already came through the subscription
+        just before the camera moved to shared memory."""
         state = self._cameras[camera]
-        if not state.received(frame.received_s, frame.stamp_ns, self._now_ns()):
-            return
-        state.frames_in.tick()
-        self._collector.put(camera, frame)
+        for _ in range(skipped + 1):
+            state.frames_in.tick(frame.received_s)
+        return state.received(frame.received_s, frame.stamp_ns, self._now_ns())
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -345,8 +359,9 @@ class DetectorNode(Node):
             ids = track_ids.tolist()
             labels = [f'#{t}' if t != NO_TRACK_ID else '' for t in ids]
             trails = state.tracker.trails() if state.tracker is not None else {}
-            canvas = draw_detections(frame.image, detections, self._detector.class_names,
-                                     labels, [trails.get(t) for t in ids])
+            canvas = draw_detections(host_pixels(frame.image), detections,
+                                     self._detector.class_names, labels,
+                                     [trails.get(t) for t in ids])
             header = Header(stamp=stamp_from_ns(frame.stamp_ns), frame_id=frame.frame_id)
             state.annotated_pub.publish(image_from_array(canvas, 'bgr8', header))
 
@@ -377,7 +392,7 @@ class DetectorNode(Node):
         for camera, state in self._cameras.items():
             counts = self._collector.counts(camera)
             seen = state.input_counts()
-            shared = self._feeder.counts(camera) if self._feeder is not None else None
+            shared = self._shared.counts(camera) if self._shared is not None else None
             latency = state.latency.percentiles_ms(50, 95)
             source = source_state(now_s, seen.last_frame_s, seen.last_no_signal_s,
                                   seen.usual_interval_s)
@@ -404,6 +419,7 @@ class DetectorNode(Node):
                 tracks=len(state.tracker) if state.tracker is not None else None,
                 results_dropped=self._results.dropped(camera), input_path=state.path,
                 shared_memory_torn=shared.torn if shared is not None else 0, source=source,
+                shared_memory_in_place=shared.in_place if shared is not None else 0,
                 frames_too_large=seen.too_large + (shared.too_large if shared else 0),
                 stamps_invalid=seen.stamps_invalid)
             statuses.append(diagnostic_status(level, report_name(fqn, camera), message, report))
@@ -425,12 +441,13 @@ class DetectorNode(Node):
 
     def destroy_node(self) -> None:
         self._stopping.set()
-        stages = [stage for stage in (self._feeder, self._worker, self._results)
-                  if stage is not None]
+        stages = [stage for stage in (self._worker, self._results) if stage is not None]
         for stage in stages:
             stage.stop(timeout_s=0)  # both at once: neither waits behind the other
         for stage in stages:
             stage.stop(timeout_s=1.5)
+        if self._shared is not None and (self._worker is None or self._worker.stopped):
+            self._shared.close()  # the inference thread's readers and page-locks
         logging.getLogger(CORE_LOGGER).removeHandler(self._log_handler)
         super().destroy_node()
 

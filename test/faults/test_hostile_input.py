@@ -124,32 +124,35 @@ def test_shared_memory_frames_over_the_limits_are_refused_before_the_copy():
     buffer is even allocated for it), counted once, and the next frame that fits goes on."""
     import uuid
     from multicam_ros.core import shm_frames
-    from multicam_ros.core.shared_input import SharedFrameFeeder
+    from multicam_ros.core.shared_input import SharedFrameSource
     if not shm_frames.shm_available():
         pytest.skip('needs /dev/shm on x86-64')  # shm_frames' own precondition
     channel = f'test_hostile/{uuid.uuid4().hex[:12]}'
-    taken, allocations = [], []
+    allocations = []
 
     def allocate(nbytes: int) -> np.ndarray:
         allocations.append(nbytes)
         return np.empty(nbytes, np.uint8)
 
     writer = shm_frames.FrameWriter(channel)
-    feeder = SharedFrameFeeder({'/cam': channel}, lambda camera, frame: taken.append(frame),
-                               allocate=allocate, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
-    feeder.set_active('/cam', True)
-    feeder.start()
+    source = SharedFrameSource({'/cam': channel}, allocate=allocate, max_pixels=MAX_PIXELS,
+                               max_bytes=MAX_BYTES)
+    source.set_active('/cam', True)
     try:
         writer.write(np.zeros((120, 200, 3), np.uint8), 1_000, 'cam')
-        assert wait_for(lambda: feeder.counts('/cam').too_large == 1, 10.0)
-        time.sleep(0.1)  # polled many times meanwhile: still one, never read
-        assert feeder.counts('/cam').too_large == 1 and not taken and not allocations
+        assert wait_for(lambda: source.take('/cam') is None
+                        and source.counts('/cam').too_large == 1, 10.0)
+        for _ in range(50):  # asked again and again: still one, never read
+            assert source.take('/cam') is None
+        assert source.counts('/cam').too_large == 1 and not allocations
         writer.write(np.zeros((90, 160, 3), np.uint8), 2_000, 'cam')
-        assert wait_for(lambda: len(taken) == 1, 10.0)
+        taken = []
+        assert wait_for(lambda: taken.append(source.take('/cam')) or taken[-1], 10.0)
+        taken = taken[-1]
         assert taken[0].image.shape == (90, 160, 3) and taken[0].stamp_ns == 2_000
-        assert feeder.counts('/cam').frames == 1
+        assert source.counts('/cam').frames == 1
     finally:
-        feeder.stop()
+        source.close()
         writer.close()
 
 

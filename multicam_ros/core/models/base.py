@@ -68,6 +68,9 @@ class Detector(Protocol):
     class_names: List[str]  # index = class id
     device: str  # the torch device actually used, e.g. 'cpu' or 'cuda:0'
     description: str  # e.g. 'torchvision fasterrcnn_mobilenet_v3_large_320_fpn (weights: none)'
+    # Optional, False when absent: `infer` also takes frames that are H x W x 3 uint8 torch
+    # tensors on `device` (uploaded straight from shared memory by preprocess.DeviceStager).
+    takes_device_frames: bool
 
     def infer(self, images_bgr: Sequence[np.ndarray]) -> List[Detections]:
         """One batch of H x W x 3 uint8 BGR frames (sizes may differ) -> one result each."""

@@ -248,6 +248,8 @@ class NanoDetDetector:
     `infer` is one forward pass a batch. `model.path` is the converted TorchScript file that
     system/model_store.py writes; empty: the default place in the cache."""
 
+    takes_device_frames = True  # preprocess.Uploader takes frames already on the device
+
     def __init__(self, config: ModelConfig, device: str) -> None:
         from multicam_ros.core.cache import FETCH_COMMAND
         from multicam_ros.core.models import check_classes, resolve_class_names, use_half

@@ -23,13 +23,15 @@ with no area, i.e. wholly in the padding, are dropped), class-aware NMS over the
 one `torchvision.ops.batched_nms` call (boxes of different images never suppress each other),
 at most `max_detections` per image, then ONE copy to the host for the whole batch.
 """
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torchvision
 
+from multicam_ros.core.frames import InputFrame
 from multicam_ros.core.models.base import Detections
 
 PAD_VALUE = 114.0 / 255.0
@@ -54,9 +56,11 @@ class Letterbox:
 
 
 def check_frames(images_bgr: Sequence[np.ndarray]) -> None:
-    """Raise ValueError unless every frame is an H x W x 3 uint8 array with H, W >= 1."""
+    """Raise ValueError unless every frame is an H x W x 3 uint8 array with H, W >= 1 (a numpy
+    array, or a torch tensor already on the device: DeviceStager's uploads)."""
     for index, image in enumerate(images_bgr):
-        if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3
+        if (not isinstance(image, (np.ndarray, torch.Tensor))
+                or image.dtype not in (np.uint8, torch.uint8) or image.ndim != 3
                 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1):
             shape = getattr(image, 'shape', None)
             dtype = getattr(image, 'dtype', type(image).__name__)
@@ -190,15 +194,19 @@ class Uploader:
         self._staging: Optional[torch.Tensor] = None  # pinned uint8, grown as needed
 
     def groups(self, images_bgr: Sequence[np.ndarray]) -> Dict[Tuple[int, ...], torch.Tensor]:
-        """{indices of equal-sized frames: their n x H x W x 3 uint8 BGR pixels on the device}."""
+        """{indices of equal-sized frames: their n x H x W x 3 uint8 BGR pixels on the device}.
+        Frames that are device tensors already (DeviceStager's) are used where they are."""
         by_size: Dict[Tuple[int, ...], List[int]] = {}
         for index, image in enumerate(images_bgr):
-            by_size.setdefault(image.shape, []).append(index)
+            on_device = isinstance(image, torch.Tensor)
+            by_size.setdefault((on_device, *image.shape), []).append(index)
         staging = self._staging_for(images_bgr) if self._cuda else None
         offset = 0
         groups = {}
-        for shape, indices in by_size.items():
-            if staging is None:
+        for (on_device, *shape), indices in by_size.items():
+            if on_device:
+                stacked = torch.stack([images_bgr[i] for i in indices])
+            elif staging is None:
                 stacked = torch.from_numpy(np.stack([images_bgr[i] for i in indices]))
             else:
                 stacked = torch.empty((len(indices), *shape), dtype=torch.uint8,
@@ -216,7 +224,7 @@ class Uploader:
         return groups
 
     def _staging_for(self, images_bgr: Sequence[np.ndarray]) -> torch.Tensor:
-        needed = sum(image.size for image in images_bgr)
+        needed = sum(image.size for image in images_bgr if isinstance(image, np.ndarray))
         if self._staging is None or self._staging.numel() < needed:
             self._staging = torch.empty(needed, dtype=torch.uint8, pin_memory=True)
         return self._staging
@@ -253,3 +261,58 @@ def host_buffer_allocator(device: str) -> Callable[[int], np.ndarray]:
     if not str(device).startswith('cuda'):
         return lambda nbytes: np.empty(nbytes, dtype=np.uint8)
     return lambda nbytes: torch.empty(nbytes, dtype=torch.uint8, pin_memory=True).numpy()
+
+
+_CUDA_HOST_REGISTER_READ_ONLY = 8  # cudaHostRegisterReadOnly: the reader maps segments read-only
+
+
+def cuda_page_lock(array: np.ndarray) -> Optional[Callable[[], None]]:
+    """Page-lock `array` (e.g. a camera's shared-memory slots, mapped read-only) for the GPU
+    with cudaHostRegister, so that uploads from it are one DMA with no CPU copy; returns the
+    function that unregisters it, or None when the driver refuses. Unregister only after every
+    upload from it finished, and while the mapping is still referenced."""
+    if array.size == 0:
+        return None
+    cudart = torch.cuda.cudart()
+    address = array.__array_interface__['data'][0]
+    if int(cudart.cudaHostRegister(address, array.nbytes, _CUDA_HOST_REGISTER_READ_ONLY)):
+        return None
+    return lambda: cudart.cudaHostUnregister(address)
+
+
+class DeviceStager:
+    """Uploads the frames of a batch that are views into shared memory (InputFrame.intact is
+    set) straight to the device, one non-blocking copy each from page-locked memory, waits for
+    those copies alone, then keeps a frame only if its slot still held it (the camera did not
+    start overwriting it meanwhile). Frames of one size share one device tensor."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        # torch warns once that a read-only array gives a tensor it must not write to: the
+        # stager only ever reads these
+        warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
+
+    def __call__(self, frames: Sequence[InputFrame]) -> List[Optional[InputFrame]]:
+        """The batch with every in-place frame replaced by its upload (image: an H x W x 3
+        uint8 tensor on the device), or by None where it was torn; other frames as they are."""
+        result: List[Optional[InputFrame]] = list(frames)
+        by_shape: Dict[Tuple[int, ...], List[int]] = {}
+        for index, frame in enumerate(frames):
+            if frame.intact is not None:
+                by_shape.setdefault(tuple(frame.image.shape), []).append(index)
+        if not by_shape:
+            return result
+        uploads = {}
+        for shape, indices in by_shape.items():
+            stacked = torch.empty((len(indices), *shape), dtype=torch.uint8, device=self.device)
+            for row, index in enumerate(indices):
+                stacked[row].copy_(torch.from_numpy(frames[index].image), non_blocking=True)
+                uploads[index] = stacked[row]
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        done.synchronize()  # the copies alone: nothing else is queued between batches
+        for index, pixels in uploads.items():
+            frame = frames[index]
+            result[index] = replace(frame, image=pixels, intact=None) if frame.intact() \
+                else None
+        return result

@@ -53,6 +53,8 @@ _METADATA_FILE = 'config.txt'  # where ultralytics' TorchScript export keeps its
 class TorchscriptDetector:
     """One exported model on one device; `infer` is one forward pass a batch."""
 
+    takes_device_frames = True  # preprocess.Uploader takes frames already on the device
+
     def __init__(self, config: ModelConfig, device: str) -> None:
         self.device = device
         self._uploader = Uploader(device)

@@ -56,6 +56,8 @@ def supported_names() -> List[str]:
 class TorchvisionDetector:
     """One torchvision detection model on one device; `infer` is one forward pass a batch."""
 
+    takes_device_frames = True  # preprocess.Uploader takes frames already on the device
+
     def __init__(self, config: ModelConfig, device: str) -> None:
         if config.name not in supported_names():
             raise ConfigError.of('model.name', f'{config.name!r} is not a torchvision '
