@@ -276,3 +276,77 @@ def test_frames_already_on_the_device_give_the_same_results_as_host_frames():
     for want, have in zip(expected, got):
         np.testing.assert_allclose(have.boxes_xyxy, want.boxes_xyxy, atol=1e-3)
         np.testing.assert_array_equal(have.class_ids, want.class_ids)
+
+
+class PixelBoxModel(torch.nn.Module):
+    """A box per image whose place and score follow the image's own pixels (so replaying the
+    wrong input shows), in the torchscript back-end's B x N x (4 + 2) layout."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.avg_pool2d(images, 8)  # a real kernel or two
+        mean = pooled.mean(dim=(1, 2, 3))
+        size = float(images.shape[3])
+        box = torch.stack([size * (0.25 + 0.5 * mean), size * (0.75 - 0.5 * mean),
+                           size * 0.2 + mean, size * 0.3 + mean,
+                           0.5 + 0.5 * mean, 0.5 - 0.5 * mean], dim=1)
+        return box[:, None, :]
+
+
+class SyncingModel(PixelBoxModel):
+    """The same, but it asks the host for a value mid-forward, which no CUDA graph can hold."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if float(images.sum()) < 0:
+            return images[:, :1, :1, :6].reshape(images.shape[0], 1, 6)
+        return super().forward(images)
+
+
+def _scripted(model: torch.nn.Module, path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)
+        torch.jit.script(model).save(str(path))
+    return str(path)
+
+
+def _graph_config(path: str, device: str = 'cuda', **overrides) -> ModelConfig:
+    return _config(backend='torchscript', path=path, input_size=64, class_names=['a', 'b'],
+                   device=device, **overrides)
+
+
+def test_cuda_graphs_on_the_cpu_are_ignored_with_a_warning(tmp_path, no_cuda, caplog):
+    path = _scripted(PixelBoxModel(), tmp_path / 'pixel.pt')
+    with caplog.at_level(logging.WARNING):
+        detector = load_detector(_graph_config(path, device='cpu', cuda_graphs=True))
+    assert 'cuda_graphs: CUDA graphs need a CUDA device' in caplog.text
+    assert len(detector.infer(_frames((64, 48)))[0]) == 1
+
+
+def test_batch_buckets():
+    from multicam_ros.core.models.graphs import bucket
+    assert [bucket(n) for n in (1, 2, 3, 4, 5, 8, 9, 31, 32, 33)] == \
+        [1, 2, 4, 4, 8, 8, 16, 32, 32, 64]
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_give_the_detections_of_the_plain_forward(tmp_path, caplog):
+    """Batches of 1, 3, 5, 3 and 2 frames through graphs of buckets 1, 4, 8 and 2 (4 replayed
+    with another batch's leftovers in its spare rows) give exactly the plain model's
+    detections; a model that syncs mid-forward is said once and runs without graphs."""
+    path = _scripted(PixelBoxModel(), tmp_path / 'pixel.pt')
+    plain = load_detector(_graph_config(path))
+    graphs = load_detector(_graph_config(path, cuda_graphs=True))
+    for seed, count in enumerate((1, 3, 5, 3, 2)):
+        frames = _frames(*[(64 + 8 * i, 48) for i in range(count)], seed=seed)
+        for want, have in zip(plain.infer(frames), graphs.infer(frames)):
+            # the same kernels, but TorchScript may fuse them differently once warmed up
+            np.testing.assert_allclose(have.boxes_xyxy, want.boxes_xyxy, rtol=1e-5, atol=1e-3)
+            np.testing.assert_allclose(have.scores, want.scores, rtol=1e-5, atol=1e-5)
+    assert graphs._forward.buckets == (1, 2, 4, 8)
+
+    syncing = load_detector(_graph_config(_scripted(SyncingModel(), tmp_path / 'sync.pt'),
+                                          cuda_graphs=True))
+    with caplog.at_level(logging.WARNING):
+        for count in (2, 3):
+            frames = _frames(*[(64, 48)] * count)
+            assert [len(result) for result in syncing.infer(frames)] == [1] * count
+    assert caplog.text.count('cannot be captured as a CUDA graph') == 1

@@ -545,7 +545,8 @@ def test_in_place_follows_a_restart_with_another_resolution(channel: str) -> Non
 def test_cuda_upload_straight_from_shared_memory(channel: str) -> None:
     """The real page-lock (cudaHostRegister, read-only mapping) and DeviceStager: the device
     holds exactly the written pixels; a frame whose slot was rewritten before its upload is
-    dropped and counted; close unregisters the slots."""
+    dropped and counted; a refused page-lock leaves no CUDA error behind; close unregisters
+    the slots."""
     import torch
     from multicam_ros.core.models.preprocess import DeviceStager, cuda_page_lock
     from multicam_ros.core.shared_input import SharedFrameSource
@@ -565,10 +566,13 @@ def test_cuda_upload_straight_from_shared_memory(channel: str) -> None:
             writer.write(pool[seq % POOL_SIZE], seq * 1000, 'c')
         assert stage([second]) == [None]
         assert source.counts('/cam').torn == 1 and source.counts('/cam').in_place == 2
-        slots = source._cameras['/cam'].locked[0]
-        address = slots.__array_interface__['data'][0]
+        slots = source._cameras['/cam'].locked[0]  # keeps the mapping after close
+        assert cuda_page_lock(slots) is None  # registered already: refused, and the error
+        torch.zeros(1, device='cuda').add_(1)  # is not left for this thread's next kernel
         source.close()
-        assert int(torch.cuda.cudart().cudaHostUnregister(address)) != 0  # not registered
+    undo = cuda_page_lock(slots)  # refused while the source still held its page-lock
+    assert undo is not None, 'close did not unregister the slots'
+    undo()
 
 
 if __name__ == '__main__':

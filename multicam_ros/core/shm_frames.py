@@ -427,7 +427,8 @@ class FrameReader:
         """Zero-copy: the newest untaken frame as a read-only view into shared memory, taken.
         The writer may overwrite it at any time after ``slot_count - 1`` newer frames, so use
         it at once (e.g. one upload) and keep the result only if ``is_intact(info)`` holds
-        afterwards."""
+        afterwards. No system call: the writer's liveness is checked now and then, as by
+        ``poll`` (a whole frame of a writer that died since is still a whole frame)."""
         newest = self._newest_untaken()
         if newest is None:
             return None
@@ -436,9 +437,6 @@ class FrameReader:
             return None
         segment = self._segment
         assert segment is not None
-        if not segment.writer_alive():
-            self._detach(remove_dead=True)
-            return None
         view = segment.pixels[info._slot][:info.nbytes].reshape(info.shape)
         self._take(info)
         return info, view

@@ -15,14 +15,14 @@ import json
 import logging
 import os
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from multicam_ros.core.models.base import BACKENDS, Detections, Detector, ModelConfig
 from multicam_ros.core.models.requirements import require_torch
 from multicam_ros.core.settings import ConfigError
 
 __all__ = ['BACKENDS', 'Detections', 'Detector', 'ModelConfig', 'check_classes', 'first_line',
-           'load_detector', 'names_from_data', 'names_origin', 'read_labels_file',
+           'graphed', 'load_detector', 'names_from_data', 'names_origin', 'read_labels_file',
            'resolve_class_names', 'resolve_device', 'use_half']
 
 _LOG = logging.getLogger(__name__)
@@ -35,6 +35,11 @@ def load_detector(config: ModelConfig) -> Detector:
     """Load the model that `config` describes onto its device, ready for `infer`."""
     require_torch()  # a too-old torch or torchvision: a ConfigError saying how to get a good one
     device = resolve_device(config.device)
+    if config.cuda_graphs and config.backend in ('torchvision', 'ultralytics'):
+        _LOG.warning('cuda_graphs: the %s back-end runs without CUDA graphs (%s); they are '
+                     'for the nanodet and torchscript back-ends', config.backend,
+                     'its detection heads have data-dependent shapes'
+                     if config.backend == 'torchvision' else 'ultralytics runs its own model')
     if config.backend == 'torchvision':
         from multicam_ros.core.models.torchvision_backend import TorchvisionDetector
         return TorchvisionDetector(config, device)
@@ -89,6 +94,20 @@ def use_half(config: ModelConfig, device: str) -> bool:
         _LOG.warning('half: fp16 runs on CUDA only; running in fp32 on %s', device)
         return False
     return True
+
+
+def graphed(config: ModelConfig, device: str, forward: Callable[[Any], Any],
+            description: str) -> Callable[[Any], Any]:
+    """`forward`, replayed as CUDA graphs where `cuda_graphs` asks for it (graphs.py); on the
+    CPU the setting is ignored with a warning, like `half`."""
+    if not config.cuda_graphs:
+        return forward
+    if not device.startswith('cuda'):
+        _LOG.warning('cuda_graphs: CUDA graphs need a CUDA device; running without on %s',
+                     device)
+        return forward
+    from multicam_ros.core.models.graphs import GraphedForward
+    return GraphedForward(forward, description)
 
 
 def read_labels_file(path: str, key: str = 'model.labels_file', label: str = '') -> List[str]:

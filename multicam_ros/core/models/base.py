@@ -36,6 +36,11 @@ class ModelConfig:
                                name='model.labels_file')
     device: str = setting('auto', 'auto (CUDA when present, else CPU), cpu, cuda or cuda:N.')
     half: bool = setting(False, 'Run the model in fp16 (CUDA only).')
+    cuda_graphs: bool = setting(
+        False, 'Replay the forward pass as CUDA graphs (CUDA, nanodet and torchscript '
+        'back-ends): less CPU per batch, for many cameras; each batch-size bucket (1, 2, 4, ... '
+        'frames) is captured on its first batch, which takes a moment and GPU memory of its '
+        'own.')
     input_size: int = setting(640, 'Square network input of letterboxing back-ends, px.',
                               min_value=32, max_value=4096)
     confidence_threshold: float = setting(0.5, 'Drop detections scoring below this.',

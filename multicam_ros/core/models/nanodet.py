@@ -252,7 +252,8 @@ class NanoDetDetector:
 
     def __init__(self, config: ModelConfig, device: str) -> None:
         from multicam_ros.core.cache import FETCH_COMMAND
-        from multicam_ros.core.models import check_classes, resolve_class_names, use_half
+        from multicam_ros.core.models import check_classes, graphed, resolve_class_names, \
+            use_half
 
         path = Path(config.path) if config.path else default_model_path()
         if not path.is_file():
@@ -280,6 +281,7 @@ class NanoDetDetector:
         self.max_detections = config.max_detections
         precision = ', fp16' if self.half else ''
         self.description = f'nanodet-g {path} (80 COCO classes, input 416px stretched{precision})'
+        self._forward = graphed(config, device, lambda batch: self.model(batch), 'nanodet-g')
 
     def infer(self, images_bgr: Sequence[np.ndarray]) -> List[Detections]:
         """One batch of BGR frames (sizes may differ) -> Detections in each frame's pixels."""
@@ -287,7 +289,7 @@ class NanoDetDetector:
             return []
         with torch.inference_mode():
             batch = stretch_batch(images_bgr, self.device, self._dtype, uploader=self._uploader)
-            scores, boxes = self.model(batch)  # ONE forward pass for the whole batch
+            scores, boxes = self._forward(batch)  # ONE forward pass for the whole batch
             sizes = [(image.shape[1], image.shape[0]) for image in images_bgr]
             return postprocess(scores, boxes, sizes, self.confidence_threshold,
                                self.iou_threshold, self.max_detections, self._allowed)

@@ -23,6 +23,7 @@ with no area, i.e. wholly in the padding, are dropped), class-aware NMS over the
 one `torchvision.ops.batched_nms` call (boxes of different images never suppress each other),
 at most `max_detections` per image, then ONE copy to the host for the whole batch.
 """
+import threading
 import warnings
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -263,7 +264,9 @@ def host_buffer_allocator(device: str) -> Callable[[int], np.ndarray]:
     return lambda nbytes: torch.empty(nbytes, dtype=torch.uint8, pin_memory=True).numpy()
 
 
-_CUDA_HOST_REGISTER_READ_ONLY = 8  # cudaHostRegisterReadOnly: the reader maps segments read-only
+# cudaHostRegisterPortable | cudaHostRegisterReadOnly: pinned for every CUDA context of the
+# process (the registering thread may have none current), and the reader maps read-only
+_CUDA_HOST_REGISTER = 1 | 8
 
 
 def cuda_page_lock(array: np.ndarray) -> Optional[Callable[[], None]]:
@@ -275,9 +278,21 @@ def cuda_page_lock(array: np.ndarray) -> Optional[Callable[[], None]]:
         return None
     cudart = torch.cuda.cudart()
     address = array.__array_interface__['data'][0]
-    if int(cudart.cudaHostRegister(address, array.nbytes, _CUDA_HOST_REGISTER_READ_ONLY)):
+    if cuda_runtime_call(cudart.cudaHostRegister, address, array.nbytes, _CUDA_HOST_REGISTER):
         return None
-    return lambda: cudart.cudaHostUnregister(address)
+    return lambda: cuda_runtime_call(cudart.cudaHostUnregister, address)
+
+
+def cuda_runtime_call(function: Callable[..., object], *args: object) -> int:
+    """Run one CUDA runtime call on a short-lived thread of its own and return its error code.
+    The runtime keeps a failed call's error as its thread's "last error", and torch would
+    raise it at that thread's next kernel launch; so a refusal stays with a thread that ends."""
+    codes: List[int] = []
+    thread = threading.Thread(target=lambda: codes.append(int(function(*args))),
+                              name='cuda_runtime_call')
+    thread.start()
+    thread.join()
+    return codes[0] if codes else -1
 
 
 class DeviceStager:

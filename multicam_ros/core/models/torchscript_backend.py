@@ -37,7 +37,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from multicam_ros.core.models import (check_classes, first_line, names_from_data,
+from multicam_ros.core.models import (check_classes, first_line, graphed, names_from_data,
                                       read_labels_file, resolve_class_names, use_half)
 from multicam_ros.core.models.base import Detections, ModelConfig
 from multicam_ros.core.models.preprocess import PAD_VALUE, Uploader, letterbox_batch, \
@@ -94,6 +94,8 @@ class TorchscriptDetector:
         precision = ', fp16' if self.half else ''
         self.description = (f'torchscript {os.path.basename(path)} ({num_classes} classes, '
                             f'input {config.input_size}px{precision})')
+        self._forward = graphed(config, device, lambda batch: _first_tensor(self.model(batch)),
+                                f'torchscript {os.path.basename(path)}')
 
     def infer(self, images_bgr: Sequence[np.ndarray]) -> List[Detections]:
         """One batch of BGR frames (sizes may differ) -> Detections in each frame's pixels."""
@@ -102,7 +104,7 @@ class TorchscriptDetector:
         with torch.inference_mode():
             batch, letterboxes = letterbox_batch(images_bgr, self.input_size, self.device,
                                                  self._dtype, self._uploader)
-            output = _first_tensor(self.model(batch))  # ONE forward pass for the whole batch
+            output = self._forward(batch)  # ONE forward pass for the whole batch
             if self._transposed:
                 output = output.transpose(1, 2)
             expected = (len(images_bgr), 4 + self._num_classes)
