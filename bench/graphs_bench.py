@@ -3,11 +3,12 @@
 One back-end's `infer` on 1280x720 frames already on the device (as the shared-memory path
 hands them over), per batch size, run plainly and replayed as CUDA graphs, in one process:
 images per second, wall and CPU time of the calling thread per batch (the graphs' point is the
-CPU time: with many cameras the inference thread is bound by it), and the one-off time of the
-first batch of each bucket (warm-up and capture). Optionally with `--load-threads K` busy
-Python threads beside it, as the result thread and others are in detector_node.
+CPU time: with many cameras the inference thread is bound by it; where the batch ends in a
+spinning device synchronisation, CPU time equals wall time), and the one-off time of the first
+batch of each bucket (warm-up and capture).
 
-Results: bench/results/graphs_bench.{json,md,png} (`--out` elsewhere).
+Results: bench/results/graphs_bench.{json,md,png} (`--out` elsewhere; `--replot FILE.json`
+rewrites the table and plot from a result file).
 Run (GPU machine): python bench/graphs_bench.py --model-backend nanodet \
     --model /tmp/e2e_models/nanodet-g/nanodet-g.torchscript [--batches 1,8,16,32]
 """
@@ -16,7 +17,6 @@ import datetime
 import json
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -41,21 +41,6 @@ def rate(detector: Any, frames: Sequence[Any], seconds: float) -> Dict[str, floa
             'cpu_ms_per_batch': round(1000 * cpu_s / batches, 2), 'batches': batches}
 
 
-def busy_threads(count: int) -> threading.Event:
-    """`count` threads running Python in a loop (they want the GIL), until the event is set."""
-    stop = threading.Event()
-
-    def spin() -> None:
-        total = 0
-        while not stop.is_set():
-            for value in range(2000):
-                total += value * value
-
-    for _ in range(count):
-        threading.Thread(target=spin, daemon=True).start()
-    return stop
-
-
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
     from multicam_ros.core.models import ModelConfig, load_detector
@@ -68,30 +53,25 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         'host': {'gpu': torch.cuda.get_device_name(), 'torch': torch.__version__,
                  'python': platform.python_version()},
         'settings': {'backend': args.model_backend, 'model': args.model,
-                     'input_size': args.input_size, 'seconds': args.seconds,
-                     'load_threads': args.load_threads}, 'runs': {}}
-    stop = busy_threads(args.load_threads)
-    try:
-        for graphs in (False, True):
-            label = 'cuda_graphs' if graphs else 'plain'
-            config = ModelConfig(backend=args.model_backend, path=args.model, device='cuda',
-                                 input_size=args.input_size, cuda_graphs=graphs)
-            detector = load_detector(config)
-            entries = {}
-            for batch in batches:
-                frames = frames_all[:batch]
-                started = time.perf_counter()
-                detector.infer(frames)  # with graphs: warm-up and capture of its bucket
-                first_ms = round(1000 * (time.perf_counter() - started), 1)
-                entries[str(batch)] = dict(rate(detector, frames, args.seconds),
-                                           first_batch_ms=first_ms)
-                print(f'{label} batch {batch}: {entries[str(batch)]}', flush=True)
-            results['runs'][label] = {'batches': entries, 'cuda_reserved_mb': round(
-                torch.cuda.memory_reserved() / 2**20, 1)}
-            del detector
-            torch.cuda.empty_cache()
-    finally:
-        stop.set()
+                     'input_size': args.input_size, 'seconds': args.seconds}, 'runs': {}}
+    for graphs in (False, True):
+        label = 'cuda_graphs' if graphs else 'plain'
+        config = ModelConfig(backend=args.model_backend, path=args.model, device='cuda',
+                             input_size=args.input_size, cuda_graphs=graphs)
+        detector = load_detector(config)
+        entries = {}
+        for batch in batches:
+            frames = frames_all[:batch]
+            started = time.perf_counter()
+            detector.infer(frames)  # with graphs: warm-up and capture of its bucket
+            first_ms = round(1000 * (time.perf_counter() - started), 1)
+            entries[str(batch)] = dict(rate(detector, frames, args.seconds),
+                                       first_batch_ms=first_ms)
+            print(f'{label} batch {batch}: {entries[str(batch)]}', flush=True)
+        results['runs'][label] = {'batches': entries, 'cuda_reserved_mb': round(
+            torch.cuda.memory_reserved() / 2**20, 1)}
+        del detector
+        torch.cuda.empty_cache()
     return results
 
 
@@ -101,7 +81,7 @@ def markdown(results: Dict[str, Any]) -> str:
              f"{results['host']['torch']})", '',
              f"Back-end {settings['backend']} {settings['model']}, input "
              f"{settings['input_size']}, frames 1280x720 on the device, {settings['seconds']} s "
-             f"per point, {settings['load_threads']} busy Python threads beside it.", '',
+             'per point.', '',
              '| batch | plain images/s | graphs images/s | plain CPU ms/batch | graphs CPU '
              'ms/batch | plain wall ms/batch | graphs wall ms/batch | graphs first batch ms |',
              '|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -146,12 +126,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model-backend', default='nanodet',
                         help='nanodet or torchscript (default nanodet)')
-    parser.add_argument('--model', required=True, help='the model file (model.path)')
+    parser.add_argument('--model', help='the model file (model.path)')
     parser.add_argument('--input-size', type=int, default=416, help='model.input_size')
     parser.add_argument('--batches', default='1,8,16,32', help='batch sizes (default 1,8,16,32)')
     parser.add_argument('--seconds', type=float, default=3.0, help='seconds per point')
-    parser.add_argument('--load-threads', type=int, default=0,
-                        help='busy Python threads beside the measurement (default 0)')
+    parser.add_argument('--replot', type=Path, metavar='FILE.json',
+                        help='rewrite the table and plot of FILE.json; runs nothing')
     parser.add_argument('--out', type=Path, default=REPO / 'bench' / 'results',
                         help='results folder (default bench/results)')
     return parser.parse_args(argv)
@@ -159,10 +139,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    results = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / 'graphs_bench'
-    stem.with_suffix('.json').write_text(json.dumps(results, indent=1) + '\n')
+    if args.replot:
+        results, stem = json.loads(args.replot.read_text()), args.replot.with_suffix('')
+    else:
+        if not args.model:
+            raise SystemExit('graphs_bench: --model is needed (the model file)')
+        results = run(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / 'graphs_bench'
+        stem.with_suffix('.json').write_text(json.dumps(results, indent=1) + '\n')
     stem.with_suffix('.md').write_text(markdown(results))
     plotted = plot(results, stem.with_suffix('.png'))
     print(f'wrote {stem}.json, .md{", .png" if plotted else ""}')
