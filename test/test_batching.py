@@ -164,6 +164,16 @@ def test_frames_overwritten_in_shared_memory_never_give_results():
         assert detector.batches == ([3] if stage is None else [2])
 
 
+def test_host_pixels_of_frames_on_a_device_or_the_host():
+    """What the result thread draws on: a frame uploaded from shared memory is a torch tensor
+    (here on the CPU; on CUDA the same call downloads it), a copied one a numpy array."""
+    import torch
+    from multicam_ros.core.frames import host_pixels
+    pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    assert host_pixels(pixels) is pixels
+    np.testing.assert_array_equal(host_pixels(torch.from_numpy(pixels.copy())), pixels)
+
+
 def test_slow_output_work_never_holds_up_the_next_batch():
     """While the result stage is stuck in one camera's output work (a slow publisher, a big
     drawing), the inference thread goes on batching; the stage keeps only each camera's newest

@@ -37,7 +37,7 @@ _TO_BGR = {'rgb8': cv2.COLOR_RGB2BGR, 'mono8': cv2.COLOR_GRAY2BGR}
 Allocate = Callable[[int], np.ndarray]  # nbytes -> a writable uint8 buffer of that size
 # Page-lock an array for uploads: the function that undoes it, or None where it cannot be done.
 PageLock = Callable[[np.ndarray], Optional[Callable[[], None]]]
-# The node's say on a frame before it is taken (e.g. not older than the last one): True keeps it.
+# The node's say on a frame read for a batch (e.g. not older than the last one): True keeps it.
 Accept = Callable[[str, InputFrame, int], bool]
 
 
