@@ -164,11 +164,10 @@ class SharedFrameSource:
         """(what was read, its BGR pixels, its `intact` check if they were left in place)."""
         reader = state.reader
         if announced.encoding == 'bgr8' and self._lock_slots(state):
-            got = reader.view_newest()
-            if got is None or reader.attachment != state.locked_attachment:
-                return None  # the segment changed meanwhile: its next frame is locked first
-            info, image = got
-            return info, image, lambda: self._still_intact(state, info)
+            image = reader.view(announced)  # of the segment just locked: same attachment
+            if image is None:
+                return None
+            return announced, image, lambda: self._still_intact(state, announced)
         buffer = self._allocate(announced.nbytes)
         info = reader.read_into(buffer)
         if info is None:

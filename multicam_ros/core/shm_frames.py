@@ -424,22 +424,25 @@ class FrameReader:
         return None if got is None else (got, got.view(buffer))
 
     def view_newest(self) -> Optional[Tuple[FrameInfo, np.ndarray]]:
-        """Zero-copy: the newest untaken frame as a read-only view into shared memory, taken.
-        The writer may overwrite it at any time after ``slot_count - 1`` newer frames, so use
-        it at once (e.g. one upload) and keep the result only if ``is_intact(info)`` holds
-        afterwards. No system call: the writer's liveness is checked now and then, as by
-        ``poll`` (a whole frame of a writer that died since is still a whole frame)."""
-        newest = self._newest_untaken()
-        if newest is None:
-            return None
-        info = self._read_meta(*newest)
-        if info is None:
-            return None
+        """Zero-copy: the newest untaken frame and its ``view``, taken; None when there is
+        none."""
+        info = self.poll()
+        view = None if info is None else self.view(info)
+        return None if view is None else (info, view)
+
+    def view(self, info: FrameInfo) -> Optional[np.ndarray]:
+        """Zero-copy: the frame ``poll`` announced as a read-only view into shared memory, and
+        take it; None if the reader has moved to another segment since. The writer may
+        overwrite it at any time after ``slot_count - 1`` newer frames, so use it at once (e.g.
+        one upload) and keep the result only if ``is_intact(info)`` holds afterwards. No
+        system call: the writer's liveness is checked now and then, as by ``poll`` (a whole
+        frame of a writer that died since is still a whole frame)."""
         segment = self._segment
-        assert segment is not None
+        if segment is None or info._attachment != self._attachment:
+            return None
         view = segment.pixels[info._slot][:info.nbytes].reshape(info.shape)
         self._take(info)
-        return info, view
+        return view
 
     def is_intact(self, info: FrameInfo) -> bool:
         """True if the slot of ``info`` still holds that frame (validates a zero-copy use)."""

@@ -201,13 +201,13 @@ class Uploader:
         for index, image in enumerate(images_bgr):
             on_device = isinstance(image, torch.Tensor)
             by_size.setdefault((on_device, *image.shape), []).append(index)
-        staging = self._staging_for(images_bgr) if self._cuda else None
+        staging: Optional[torch.Tensor] = None  # taken on the first frame that needs it
         offset = 0
         groups = {}
         for (on_device, *shape), indices in by_size.items():
             if on_device:
                 stacked = torch.stack([images_bgr[i] for i in indices])
-            elif staging is None:
+            elif not self._cuda:
                 stacked = torch.from_numpy(np.stack([images_bgr[i] for i in indices]))
             else:
                 stacked = torch.empty((len(indices), *shape), dtype=torch.uint8,
@@ -215,6 +215,8 @@ class Uploader:
                 for row, index in enumerate(indices):
                     source = torch.from_numpy(images_bgr[index])
                     if not source.is_pinned():
+                        staging = staging if staging is not None else \
+                            self._staging_for(images_bgr)
                         size = source.numel()
                         pinned = staging[offset:offset + size].view(shape)
                         pinned.numpy()[...] = images_bgr[index]  # releases the GIL
@@ -297,12 +299,13 @@ def cuda_runtime_call(function: Callable[..., object], *args: object) -> int:
 
 class DeviceStager:
     """Uploads the frames of a batch that are views into shared memory (InputFrame.intact is
-    set) straight to the device, one non-blocking copy each from page-locked memory, waits for
-    those copies alone, then keeps a frame only if its slot still held it (the camera did not
-    start overwriting it meanwhile). Frames of one size share one device tensor."""
+    set) straight to the device with an Uploader (their memory is page-locked, so each is one
+    non-blocking copy), waits for those copies alone, then keeps a frame only if its slot still
+    held it (the camera did not start overwriting it meanwhile)."""
 
     def __init__(self, device: str) -> None:
         self.device = device
+        self._uploader = Uploader(device)
         # torch warns once that a read-only array gives a tensor it must not write to: the
         # stager only ever reads these
         warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
@@ -311,23 +314,16 @@ class DeviceStager:
         """The batch with every in-place frame replaced by its upload (image: an H x W x 3
         uint8 tensor on the device), or by None where it was torn; other frames as they are."""
         result: List[Optional[InputFrame]] = list(frames)
-        by_shape: Dict[Tuple[int, ...], List[int]] = {}
-        for index, frame in enumerate(frames):
-            if frame.intact is not None:
-                by_shape.setdefault(tuple(frame.image.shape), []).append(index)
-        if not by_shape:
+        in_place = [index for index, frame in enumerate(frames) if frame.intact is not None]
+        if not in_place:
             return result
-        uploads = {}
-        for shape, indices in by_shape.items():
-            stacked = torch.empty((len(indices), *shape), dtype=torch.uint8, device=self.device)
-            for row, index in enumerate(indices):
-                stacked[row].copy_(torch.from_numpy(frames[index].image), non_blocking=True)
-                uploads[index] = stacked[row]
+        groups = self._uploader.groups([frames[index].image for index in in_place])
         done = torch.cuda.Event()
         done.record(torch.cuda.current_stream(self.device))
         done.synchronize()  # the copies alone: nothing else is queued between batches
-        for index, pixels in uploads.items():
-            frame = frames[index]
-            result[index] = replace(frame, image=pixels, intact=None) if frame.intact() \
-                else None
+        for rows, pixels in groups.items():
+            for row, uploaded in zip(rows, pixels.unbind(0)):
+                frame = frames[in_place[row]]
+                result[in_place[row]] = replace(frame, image=uploaded, intact=None) \
+                    if frame.intact() else None
         return result
