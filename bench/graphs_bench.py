@@ -1,16 +1,21 @@
-"""CUDA graphs benchmark (the `cuda_graphs` setting of the nanodet and torchscript back-ends).
+"""Back-end variants benchmark: one back-end's `infer`, two ways, in one process.
 
-One back-end's `infer` on 1280x720 frames already on the device (as the shared-memory path
-hands them over), per batch size, run plainly and replayed as CUDA graphs, in one process:
-images per second, wall and CPU time of the calling thread per batch (the graphs' point is the
-CPU time: with many cameras the inference thread is bound by it; where the batch ends in a
-spinning device synchronisation, CPU time equals wall time), and the one-off time of the first
-batch of each bucket (warm-up and capture).
+`--compare cuda_graphs` (default): the nanodet or torchscript back-end run plainly and replayed
+as CUDA graphs (the `cuda_graphs` setting). `--compare rcnn_batched`: torchvision's
+fasterrcnn_mobilenet_v3_large_320_fpn (random weights) with torchvision's own per-image
+post-processing and with the batched one this package installs (`core/models/rcnn_batched.py`).
 
-Results: bench/results/graphs_bench.{json,md,png} (`--out` elsewhere; `--replot FILE.json`
-rewrites the table and plot from a result file).
+Per batch size, on 1280x720 frames already on the device (as the shared-memory path hands them
+over): images per second, wall and CPU time of the calling thread per batch (the point of both
+variants is the CPU time: with many cameras the inference thread is bound by it; where the
+batch ends in a spinning device synchronisation, CPU time equals wall time), and the one-off
+time of the first batch (with graphs: warm-up and capture of its bucket).
+
+Results: bench/results/graphs_bench.{json,md,png} or rcnn_post_bench.* (`--out` elsewhere;
+`--replot FILE.json` rewrites the table and plot from a result file).
 Run (GPU machine): python bench/graphs_bench.py --model-backend nanodet \
     --model /tmp/e2e_models/nanodet-g/nanodet-g.torchscript [--batches 1,8,16,32]
+    python bench/graphs_bench.py --compare rcnn_batched
 """
 import argparse
 import datetime
@@ -41,9 +46,27 @@ def rate(detector: Any, frames: Sequence[Any], seconds: float) -> Dict[str, floa
             'cpu_ms_per_batch': round(1000 * cpu_s / batches, 2), 'batches': batches}
 
 
+# --compare: (result file stem, label of the first variant, label of the second)
+COMPARISONS = {'cuda_graphs': ('graphs_bench', 'plain', 'cuda_graphs'),
+               'rcnn_batched': ('rcnn_post_bench', 'per_image', 'batched')}
+
+
+def make_detector(args: argparse.Namespace, second: bool) -> Any:
+    """The back-end as the first (False) or the second (True) variant of --compare."""
+    from multicam_ros.core.models import ModelConfig, load_detector
+    if args.compare == 'cuda_graphs':
+        return load_detector(ModelConfig(backend=args.model_backend, path=args.model,
+                                         device='cuda', input_size=args.input_size,
+                                         cuda_graphs=second))
+    detector = load_detector(ModelConfig(backend='torchvision', weights='none', device='cuda',
+                                         name='fasterrcnn_mobilenet_v3_large_320_fpn'))
+    if not second:  # drop the instance attributes: torchvision's own methods show through
+        del detector.model.rpn.filter_proposals, detector.model.roi_heads.postprocess_detections
+    return detector
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
-    from multicam_ros.core.models import ModelConfig, load_detector
     batches = [int(b) for b in args.batches.split(',')]
     generator = torch.Generator(device='cuda').manual_seed(0)
     frames_all = [torch.randint(0, 256, (720, 1280, 3), dtype=torch.uint8, device='cuda',
@@ -52,13 +75,11 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         'created': datetime.datetime.now().isoformat(timespec='seconds'),
         'host': {'gpu': torch.cuda.get_device_name(), 'torch': torch.__version__,
                  'python': platform.python_version()},
-        'settings': {'backend': args.model_backend, 'model': args.model,
+        'settings': {'compare': args.compare, 'backend': args.model_backend, 'model': args.model,
                      'input_size': args.input_size, 'seconds': args.seconds}, 'runs': {}}
-    for graphs in (False, True):
-        label = 'cuda_graphs' if graphs else 'plain'
-        config = ModelConfig(backend=args.model_backend, path=args.model, device='cuda',
-                             input_size=args.input_size, cuda_graphs=graphs)
-        detector = load_detector(config)
+    for second, label in enumerate(COMPARISONS[args.compare][1:]):
+        detector = make_detector(args, bool(second))
+        backend = detector.description
         entries = {}
         for batch in batches:
             frames = frames_all[:batch]
@@ -68,8 +89,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             entries[str(batch)] = dict(rate(detector, frames, args.seconds),
                                        first_batch_ms=first_ms)
             print(f'{label} batch {batch}: {entries[str(batch)]}', flush=True)
-        results['runs'][label] = {'batches': entries, 'cuda_reserved_mb': round(
-            torch.cuda.memory_reserved() / 2**20, 1)}
+        results['runs'][label] = {'batches': entries, 'backend': backend,
+                                  'cuda_reserved_mb': round(
+                                      torch.cuda.memory_reserved() / 2**20, 1)}
         del detector
         torch.cuda.empty_cache()
     return results
@@ -77,24 +99,24 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def markdown(results: Dict[str, Any]) -> str:
     settings = results['settings']
-    lines = [f"# CUDA graphs benchmark ({results['created']}, {results['host']['gpu']}, torch "
+    (a, first), (b, second) = results['runs'].items()
+    described = first.get('backend') or f"{settings['backend']} {settings['model']}, input " \
+        f"{settings['input_size']}"
+    lines = [f"# {a} against {b} ({results['created']}, {results['host']['gpu']}, torch "
              f"{results['host']['torch']})", '',
-             f"Back-end {settings['backend']} {settings['model']}, input "
-             f"{settings['input_size']}, frames 1280x720 on the device, {settings['seconds']} s "
+             f"Back-end {described}, frames 1280x720 on the device, {settings['seconds']} s "
              'per point.', '',
-             '| batch | plain images/s | graphs images/s | plain CPU ms/batch | graphs CPU '
-             'ms/batch | plain wall ms/batch | graphs wall ms/batch | graphs first batch ms |',
-             '|---:|---:|---:|---:|---:|---:|---:|---:|']
-    plain, graphs = results['runs']['plain']['batches'], results['runs']['cuda_graphs']['batches']
-    for batch in plain:
-        p, g = plain[batch], graphs[batch]
+             f'| batch | {a} images/s | {b} images/s | {a} CPU ms/batch | {b} CPU ms/batch | '
+             f'{a} wall ms/batch | {b} wall ms/batch | {a} first batch ms | '
+             f'{b} first batch ms |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for batch, p in first['batches'].items():
+        g = second['batches'][batch]
         lines.append(f"| {batch} | {p['images_per_s']} | {g['images_per_s']} | "
                      f"{p['cpu_ms_per_batch']} | {g['cpu_ms_per_batch']} | "
                      f"{p['wall_ms_per_batch']} | {g['wall_ms_per_batch']} | "
-                     f"{g['first_batch_ms']} |")
-    lines += ['', 'GPU memory reserved by torch after the run: plain '
-              f"{results['runs']['plain']['cuda_reserved_mb']} MB, graphs "
-              f"{results['runs']['cuda_graphs']['cuda_reserved_mb']} MB."]
+                     f"{p['first_batch_ms']} | {g['first_batch_ms']} |")
+    lines += ['', f"GPU memory reserved by torch after the run: {a} "
+              f"{first['cuda_reserved_mb']} MB, {b} {second['cuda_reserved_mb']} MB."]
     return '\n'.join(lines) + '\n'
 
 
@@ -124,6 +146,8 @@ def plot(results: Dict[str, Any], path: Path) -> bool:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--compare', choices=sorted(COMPARISONS), default='cuda_graphs',
+                        help='the two variants (default cuda_graphs)')
     parser.add_argument('--model-backend', default='nanodet',
                         help='nanodet or torchscript (default nanodet)')
     parser.add_argument('--model', help='the model file (model.path)')
@@ -142,11 +166,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.replot:
         results, stem = json.loads(args.replot.read_text()), args.replot.with_suffix('')
     else:
-        if not args.model:
+        if args.compare == 'cuda_graphs' and not args.model:
             raise SystemExit('graphs_bench: --model is needed (the model file)')
         results = run(args)
         args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / 'graphs_bench'
+        stem = args.out / COMPARISONS[args.compare][0]
         stem.with_suffix('.json').write_text(json.dumps(results, indent=1) + '\n')
     stem.with_suffix('.md').write_text(markdown(results))
     plotted = plot(results, stem.with_suffix('.png'))
