@@ -1,9 +1,9 @@
 """Back-end variants benchmark: one back-end's `infer`, two ways, in one process.
 
 `--compare cuda_graphs` (default): the nanodet or torchscript back-end run plainly and replayed
-as CUDA graphs (the `cuda_graphs` setting). `--compare rcnn_batched`: torchvision's
-fasterrcnn_mobilenet_v3_large_320_fpn (random weights) with torchvision's own per-image
-post-processing and with the batched one this package installs (`core/models/rcnn_batched.py`).
+as CUDA graphs (the `cuda_graphs` setting). `--compare torchvision_batched`: torchvision's
+fasterrcnn_mobilenet_v3_large_320_fpn (random weights) with torchvision's own per-image loops
+and with the batched ones the back-end installs (`core/models/torchvision_batched.py`).
 
 Per batch size, on 1280x720 frames already on the device (as the shared-memory path hands them
 over): images per second, wall and CPU time of the calling thread per batch (the point of both
@@ -11,11 +11,11 @@ variants is the CPU time: with many cameras the inference thread is bound by it;
 batch ends in a spinning device synchronisation, CPU time equals wall time), and the one-off
 time of the first batch (with graphs: warm-up and capture of its bucket).
 
-Results: bench/results/graphs_bench.{json,md,png} or rcnn_post_bench.* (`--out` elsewhere;
+Results: bench/results/graphs_bench.{json,md,png} or torchvision_batched_bench.* (`--out`;
 `--replot FILE.json` rewrites the table and plot from a result file).
 Run (GPU machine): python bench/graphs_bench.py --model-backend nanodet \
     --model /tmp/e2e_models/nanodet-g/nanodet-g.torchscript [--batches 1,8,16,32]
-    python bench/graphs_bench.py --compare rcnn_batched
+    python bench/graphs_bench.py --compare torchvision_batched
 """
 import argparse
 import datetime
@@ -48,7 +48,7 @@ def rate(detector: Any, frames: Sequence[Any], seconds: float) -> Dict[str, floa
 
 # --compare: (result file stem, label of the first variant, label of the second)
 COMPARISONS = {'cuda_graphs': ('graphs_bench', 'plain', 'cuda_graphs'),
-               'rcnn_batched': ('rcnn_post_bench', 'per_image', 'batched')}
+               'torchvision_batched': ('torchvision_batched_bench', 'per_image', 'batched')}
 
 
 def make_detector(args: argparse.Namespace, second: bool) -> Any:
@@ -60,8 +60,9 @@ def make_detector(args: argparse.Namespace, second: bool) -> Any:
                                          cuda_graphs=second))
     detector = load_detector(ModelConfig(backend='torchvision', weights='none', device='cuda',
                                          name='fasterrcnn_mobilenet_v3_large_320_fpn'))
-    if not second:  # drop the instance attributes: torchvision's own methods show through
-        del detector.model.rpn.filter_proposals, detector.model.roi_heads.postprocess_detections
+    if not second:
+        from multicam_ros.core.models import torchvision_batched
+        torchvision_batched.uninstall(detector.model)
     return detector
 
 

@@ -23,8 +23,8 @@ call. `input_size` does not apply. The models' own score threshold, NMS IoU thre
 detections-per-image limit are set from `confidence_threshold`, `iou_threshold` and
 `max_detections`; the `classes` filter and the final limit are applied afterwards, batched.
 fp16 (`half` on CUDA) runs under autocast, which keeps the precision-sensitive parts in fp32.
-The R-CNNs' proposal and detection filters run batched over the images (`rcnn_batched`), with
-the results of torchvision's per-image loops.
+Where torchvision loops over the images in Python (its transform; the R-CNNs' proposal and
+detection filters), batched versions with the same results run instead (`torchvision_batched`).
 """
 import contextlib
 import logging
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torchvision.models import detection, get_model_builder, get_model_weights, list_models
 
-from multicam_ros.core.models import (check_classes, first_line, names_origin, rcnn_batched,
+from multicam_ros.core.models import (check_classes, first_line, names_origin, torchvision_batched,
                                       resolve_class_names, use_half)
 from multicam_ros.core.models.base import Detections, ModelConfig
 from multicam_ros.core.models.preprocess import (Uploader, clip_boxes, split_by_image,
@@ -99,7 +99,7 @@ class TorchvisionDetector:
         else:
             raise ConfigError.of('model.weights', 'empty', _WEIGHTS_WORDS)
         self._configure_heads(config)
-        rcnn_batched.install(self.model)  # R-CNNs: post-processing batched over the images
+        torchvision_batched.install(self.model)  # its per-image loops, batched
         self.model.eval().to(device)
         self._allowed: Optional[torch.Tensor] = None
         if allowed is not None:

@@ -1,7 +1,8 @@
-"""The R-CNNs' batched proposal and detection filters (core/models/rcnn_batched.py) give exactly
-what torchvision's own per-image loops give, on random inputs that exercise every filter
-(boxes outside the image, too small, below the score threshold, images left with nothing,
-images of different sizes), and the torchvision back-end installs them on R-CNNs only."""
+"""The batched versions of torchvision's per-image loops (core/models/torchvision_batched.py)
+give exactly what torchvision's own give: the transform on mixed frame sizes in any order, the
+R-CNN filters on random inputs that exercise every filter (boxes outside the image, too small,
+below the score threshold, images left with nothing, images of different sizes), and a whole
+model through the back-end; the back-end installs them where the model has the loops."""
 import numpy as np
 import pytest
 import torch
@@ -10,10 +11,18 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
-from multicam_ros.core.models import ModelConfig, load_detector, rcnn_batched
+from multicam_ros.core.models import ModelConfig, load_detector, torchvision_batched
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)]
 SHAPES = [(320, 427), (320, 569), (240, 320), (320, 427)]  # (height, width) after the resize
+
+
+@pytest.fixture(params=[None, 300], ids=['one_nms', 'nms_in_chunks'])
+def nms_chunk(request, monkeypatch):
+    """One NMS call for the batch, or calls of whole images of at most 300 boxes (fewer than
+    one image may have: such an image gets a call of its own)."""
+    if request.param:
+        monkeypatch.setattr(torchvision_batched, '_NMS_CHUNK_BOXES', request.param)
 
 
 @pytest.fixture(scope='module')
@@ -48,7 +57,7 @@ def _proposal_inputs(device, num_images, levels=(2000, 500, 125), seed=0):
 
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('num_images', [1, 4])
-def test_proposal_filter_equals_torchvisions_loop(rcnn, device, num_images):
+def test_proposal_filter_equals_torchvisions_loop(rcnn, device, num_images, nms_chunk):
     rpn = rcnn.rpn
     rpn.score_thresh = 0.05  # torchvision's default is 0: make the threshold bite...
     rpn._post_nms_top_n = dict(rpn._post_nms_top_n, testing=100)  # ...and the limit
@@ -57,7 +66,7 @@ def test_proposal_filter_equals_torchvisions_loop(rcnn, device, num_images):
         shapes = SHAPES[:num_images]
         expected = RegionProposalNetwork.filter_proposals(rpn, proposals, objectness, shapes,
                                                           levels)
-        got = rcnn_batched.filter_proposals(rpn, proposals, objectness, shapes, levels)
+        got = torchvision_batched.filter_proposals(rpn, proposals, objectness, shapes, levels)
     finally:
         rpn.score_thresh, rpn._post_nms_top_n['testing'] = 0.0, 150
     _same(expected, got)
@@ -68,7 +77,7 @@ def test_proposal_filter_equals_torchvisions_loop(rcnn, device, num_images):
 
 
 @pytest.mark.parametrize('device', DEVICES)
-def test_detection_filter_equals_torchvisions_loop(rcnn, device):
+def test_detection_filter_equals_torchvisions_loop(rcnn, device, nms_chunk):
     heads, generator = rcnn.roi_heads, torch.Generator().manual_seed(1)
     counts, num_classes = [150, 0, 37, 150], 91
     proposals = [torch.cat([torch.rand(n, 2, generator=generator) * 400,
@@ -77,24 +86,62 @@ def test_detection_filter_equals_torchvisions_loop(rcnn, device):
     logits = (torch.randn(sum(counts), num_classes, generator=generator) * 3).to(device)
     regression = torch.randn(sum(counts), num_classes * 4, generator=generator).to(device)
     expected = RoIHeads.postprocess_detections(heads, logits, regression, proposals, SHAPES)
-    got = rcnn_batched.postprocess_detections(heads, logits, regression, proposals, SHAPES)
+    got = torchvision_batched.postprocess_detections(heads, logits, regression, proposals, SHAPES)
     _same(expected, got)
     kept = [len(boxes) for boxes in got[0]]
     assert kept[0] == heads.detections_per_img and kept[1] == 0 and 0 < kept[2]
 
 
-def test_the_torchvision_backend_batches_the_rcnn_filters_only():
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('fixed_size', [None, (320, 320)])  # the R-CNNs' resize, and SSD's
+def test_transform_equals_torchvisions_loop(rcnn, device, fixed_size):
+    transform = rcnn.transform
+    generator = torch.Generator().manual_seed(2)
+    sizes = [(720, 1280), (480, 640), (720, 1280), (240, 320), (720, 1280), (720, 1280)]
+    images = [torch.rand(3, h, w, generator=generator).to(device) for h, w in sizes]
+    transform.fixed_size = fixed_size
+    try:
+        expected, _ = type(transform).forward(transform, images)
+        got, _ = torchvision_batched.transform_forward(transform, images)
+        single, _ = torchvision_batched.transform_forward(transform, images[1:2])
+        expected_single, _ = type(transform).forward(transform, images[1:2])
+    finally:
+        transform.fixed_size = None
+    assert got.image_sizes == expected.image_sizes and got.tensors.shape[0] == len(sizes)
+    assert torch.equal(got.tensors, expected.tensors)
+    assert single.image_sizes == expected_single.image_sizes
+    assert torch.equal(single.tensors, expected_single.tensors)
+    detections = [{'boxes': torch.rand(n, 4, generator=generator).to(device) * 300,
+                   'scores': torch.rand(n, generator=generator).to(device),
+                   'labels': torch.arange(n, device=device)} for n in (5, 0, 7, 1, 3, 2)]
+    originals = [tuple(size) for size in sizes]
+    want = type(transform).postprocess(transform, [dict(d) for d in detections],
+                                       expected.image_sizes, originals)
+    have = torchvision_batched.transform_postprocess(transform, [dict(d) for d in detections],
+                                                     got.image_sizes, originals)
+    for a, b in zip(want, have):
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_the_torchvision_backend_installs_the_batched_loops_where_the_model_has_them():
     def config(name):
         return ModelConfig(backend='torchvision', name=name, weights='none', device='cpu')
 
     model = load_detector(config('fasterrcnn_mobilenet_v3_large_320_fpn')).model
-    assert model.rpn.filter_proposals.__func__ is rcnn_batched.filter_proposals
-    assert model.roi_heads.postprocess_detections.__func__ is rcnn_batched.postprocess_detections
-    assert rcnn_batched.install(detection.maskrcnn_resnet50_fpn(weights=None,
-                                                                weights_backbone=None))
-    assert not rcnn_batched.install(detection.ssdlite320_mobilenet_v3_large(
-        weights=None, weights_backbone=None))
-    assert not rcnn_batched.install(torch.nn.Linear(2, 2))
+    assert model.rpn.filter_proposals.__func__ is torchvision_batched.filter_proposals
+    assert model.roi_heads.postprocess_detections.__func__ is \
+        torchvision_batched.postprocess_detections
+    assert model.transform.forward.__func__ is torchvision_batched.transform_forward
+    torchvision_batched.uninstall(model)
+    assert 'filter_proposals' not in vars(model.rpn) and 'forward' not in vars(model.transform)
+    every = ['transform.forward', 'transform.postprocess', 'rpn.filter_proposals',
+             'roi_heads.postprocess_detections']
+    assert torchvision_batched.install(model) == every
+    assert torchvision_batched.install(detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None)) == every
+    assert torchvision_batched.install(detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None)) == every[:2]
+    assert torchvision_batched.install(torch.nn.Linear(2, 2)) == []
 
 
 def _small_rcnn():
@@ -110,21 +157,24 @@ def _small_rcnn():
                                 rpn_anchor_generator=anchors, box_score_thresh=0.0).eval()
 
 
-@pytest.mark.parametrize('device', DEVICES)
-def test_a_batch_through_the_backend_gives_the_loops_detections(device):
-    """The whole model through the back-end's infer, frames of three sizes in one batch."""
+@pytest.mark.parametrize('device, half', [('cpu', False),
+                                          pytest.param('cuda', False, marks=pytest.mark.gpu),
+                                          pytest.param('cuda', True, marks=pytest.mark.gpu)])
+def test_a_batch_through_the_backend_gives_the_loops_detections(device, half):
+    """The whole model through the back-end's infer, frames of three sizes in one batch (one
+    size twice, apart), fp16 under autocast too."""
     torch.manual_seed(0)
     detector = load_detector(ModelConfig(
         backend='torchvision', name='fasterrcnn_mobilenet_v3_large_320_fpn', weights='none',
-        device=device, confidence_threshold=0.0))
+        device=device, confidence_threshold=0.0, half=half))
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-              for w, h in ((640, 480), (1280, 720), (320, 240))]
+              for w, h in ((640, 480), (1280, 720), (320, 240), (640, 480))]
     detector.model = _small_rcnn().to(device)
     expected = detector.infer(frames)  # torchvision's own loops
-    assert rcnn_batched.install(detector.model)
+    assert len(torchvision_batched.install(detector.model)) == 4
     got = detector.infer(frames)
-    assert [len(result) for result in expected] == [100, 100, 100]
+    assert [len(result) for result in expected] == [100] * len(frames)
     for want, have in zip(expected, got):
         assert np.array_equal(want.scores, have.scores)
         assert len(np.unique(want.scores)) == len(want.scores)  # no ties: one right answer
