@@ -1,6 +1,7 @@
 """camera_node in its own process, as a user runs it, against the real RTSP test bed."""
 import signal
 import socket
+import threading
 import time
 
 import numpy as np
@@ -221,3 +222,43 @@ def test_video_file_loops(node_launcher, probe, tmp_path):
     assert probe.images.count() >= 45  # well past one clip's 30 frames, even on a busy CPU
     assert probe.status_values()['state'] == 'streaming'
     assert wait_for(lambda: probe.images.count() > 50, 5.0)  # and it still goes on
+
+
+def test_shared_memory_gets_every_frame_while_the_publishing_thread_stalls(ros_context, tmp_path,
+                                                                           monkeypatch):
+    """The detector's copy of each frame is written on the capture thread: a publishing thread
+    that falls behind (here: stopped) costs image_raw and camera_info frames, never the shared
+    memory's. In-process, so that the publishing thread can be held."""
+    from rclpy.parameter import Parameter
+
+    from multicam_ros.core.shm_frames import FrameReader, channel_for_topic
+    from multicam_ros.ros.camera_node import CameraNode
+
+    release = threading.Event()
+    published = []
+
+    def stalled_publish(node, frame):
+        published.append(frame.seq)
+        release.wait(30.0)
+
+    monkeypatch.setattr(CameraNode, '_publish_frame', stalled_publish)
+    clip = make_test_clip(tmp_path / 'clip.mp4', seconds=2.0, width=320, height=240, fps=30)
+    node = CameraNode(context=ros_context, namespace='stall',
+                      parameter_overrides=[Parameter('url', value=str(clip)),
+                                           Parameter('loop', value=False)])
+    try:
+        channel = channel_for_topic(node.resolve_topic_name('image_raw'),
+                                    ros_context.get_domain_id())
+        with FrameReader(channel) as reader:
+            assert wait_for(lambda: node._worker.snapshot().frames_captured >= 30, 30.0)
+            node._worker.stop(timeout_s=5.0)
+            captured = node._worker.snapshot().frames_captured
+            newest = reader.poll()
+            assert newest is not None and (newest.width, newest.height) == (320, 240)
+            assert newest.seq == captured
+        assert node._shared.seq == captured  # every captured frame reached shared memory
+        assert len(published) == 1  # the one the stalled thread holds
+        assert node._worker.snapshot().frames_dropped >= captured - 3
+    finally:
+        release.set()
+        node.destroy_node()

@@ -3,6 +3,8 @@
 Sources are real: H.264 clips written by ffmpeg, an ffmpeg HTTP live stream that the tests pause
 (SIGSTOP) and restart, closed and silent TCP ports, and the GStreamer RTSP test bed.
 """
+import dataclasses
+import logging
 import random
 import signal
 import socket
@@ -228,6 +230,36 @@ def test_unpaced_file_is_read_as_fast_as_it_decodes(clips):
     assert worker.join(10.0)
     assert time.monotonic() - started < 1.5  # the paced run takes 2 s
     assert worker.snapshot().frames_captured == 2 * CLIP_FPS
+
+
+@pytest.mark.timeout(30)
+def test_frame_callback_sees_every_frame_and_decides_what_the_slot_gets(clips, caplog):
+    """on_frame runs on the capture thread for every decoded frame, also those a consumer that
+    never takes would lose in the slot; what it returns is what the slot holds (None: nothing),
+    and one that raises is logged and changes nothing."""
+    seen = []
+
+    def on_frame(frame):
+        seen.append(frame.seq)
+        if frame.seq == 5:
+            raise RuntimeError('callback bug')
+        if frame.seq % 2:
+            return None
+        return dataclasses.replace(frame, image=frame.image[:10], stamp_ns=-frame.seq)
+
+    worker = CaptureWorker(validate_source(clips['two_s']), time.monotonic_ns,
+                           CaptureOptions(pace_files=False, loop=False), on_frame=on_frame)
+    with caplog.at_level(logging.ERROR):
+        worker.start()
+        assert worker.join(10.0)
+    assert seen == list(range(2 * CLIP_FPS)) == list(range(worker.snapshot().frames_captured))
+    assert 'frame callback failed' in caplog.text
+    last = worker.slot.take(timeout_s=0)
+    assert last.seq == 2 * CLIP_FPS - 2 and last.stamp_ns == -last.seq  # the callback's frame
+    assert last.image.shape[0] == 10
+    # 31 frames went into the slot (the 30 even ones, and 5 as decoded); all but the last were
+    # replaced there before anyone took them.
+    assert worker.snapshot().frames_dropped == 30
 
 
 @pytest.mark.timeout(30)

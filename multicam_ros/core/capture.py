@@ -153,18 +153,25 @@ class CaptureWorker:
     ``clock`` returns the capture stamp in ns (the ROS node passes its clock); it is called
     right after each successful ``grab()``. ``on_state_change(old, new, detail)`` runs on the
     worker thread once per state change, never per frame; ``detail`` is redacted.
+    ``on_frame(frame)``, if given, runs on the worker thread for every decoded frame before it
+    goes into ``slot``, and returns the frame to put there instead, or None to put nothing: work
+    that must see every frame (camera_node's shared-memory write) is done there, not behind the
+    slot, where a slow consumer loses the frames that newer ones replace. An exception in it is
+    logged, and the frame goes into the slot as decoded.
     """
 
     def __init__(self, source: Source, clock: Clock, options: Optional[CaptureOptions] = None,
                  on_state_change: Optional[StateCallback] = None,
                  slot: Optional[LatestFrameSlot[Frame]] = None, name: str = '',
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None,
+                 on_frame: Optional[Callable[[Frame], Optional[Frame]]] = None) -> None:
         self.source = source
         self.options = options or CaptureOptions()
         self.slot: LatestFrameSlot[Frame] = slot if slot is not None else LatestFrameSlot()
         self.name = name or source.safe_url
         self._clock = clock
         self._on_state_change = on_state_change
+        self._on_frame = on_frame
         self._backoff = Backoff(self.options.reconnect_delay_min_s,
                                 self.options.reconnect_delay_max_s,
                                 self.options.jitter_fraction, rng)
@@ -411,7 +418,14 @@ class CaptureWorker:
             came_back = self._state is not CaptureState.STREAMING
             if self._state is CaptureState.RECONNECTING:
                 self._reconnects_succeeded += 1
-        self.slot.put(Frame(image, stamp_ns, seq, grabbed_s))
+        frame: Optional[Frame] = Frame(image, stamp_ns, seq, grabbed_s)
+        if self._on_frame is not None:
+            try:
+                frame = self._on_frame(frame)
+            except Exception:  # a broken callback must not kill the capture thread
+                _LOG.exception('%s: frame callback failed', self.name)
+        if frame is not None:
+            self.slot.put(frame)
         if came_back:
             self._backoff.reset()
             self._set_state(CaptureState.STREAMING, f'{image.shape[1]}x{image.shape[0]}')

@@ -39,7 +39,7 @@ class CameraReport:
     publish_fps: float
     frames_captured: int
     frames_published: int
-    stale_frames_dropped: int  # replaced in the newest-frame slot before publishing
+    stale_frames_dropped: int  # replaced before the ROS messages went out (never shared memory's)
     rate_capped_frames: int  # skipped by the fps cap
     corrupt_frames_skipped: int
     reconnects: int  # opens tried after the stream was lost or never came

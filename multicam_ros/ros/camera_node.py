@@ -1,9 +1,12 @@
 """camera_node: one camera in, the newest frame out as sensor_msgs/Image.
 
-A thin ROS layer over the ROS-free core: `CaptureWorker` (capture.py) keeps the newest decoded
-frame; a publishing thread here takes it, caps the rate, resizes and converts it, and publishes
-`image_raw` and `camera_info` with the capture stamp. While the camera is away it publishes a
-NO SIGNAL picture once per second. `/diagnostics` carries state, rates, drops and latency.
+A thin ROS layer over the ROS-free core: `CaptureWorker` (capture.py) decodes; on its thread
+each frame is rate-capped, resized and converted, stamped, and written to the shared-memory
+channel (every frame, so that a detector on this host sees each one even when the publishing
+thread falls behind on a loaded host), then kept as the newest. A publishing thread here takes
+the newest and publishes `image_raw` and `camera_info` with the same stamp. While the camera is
+away it publishes a NO SIGNAL picture once per second. `/diagnostics` carries state, rates,
+drops and latency.
 """
 import logging
 import sys
@@ -96,6 +99,7 @@ class CameraNode(Node):
         self._rate_skipped = 0
         self._no_signal_published = 0
         self._last_stamp_ns = 0
+        self._stamp_lock = threading.Lock()  # capture thread (frames), publisher (NO SIGNAL)
         self._last_out_size: Optional[tuple] = None
         self._info_cache: Optional[tuple] = None  # (size, Calibration) for the last size
         on_param_change(self, CAMERA_PARAMS, {
@@ -106,7 +110,7 @@ class CameraNode(Node):
         self._worker = CaptureWorker(
             self._source, clock=lambda: self.get_clock().now().nanoseconds,
             options=capture_options, on_state_change=self._on_state_change,
-            name=self.get_fully_qualified_name())
+            name=self.get_fully_qualified_name(), on_frame=self._on_frame)
         self._publish_thread = threading.Thread(target=self._publish_loop, daemon=True,
                                                 name='camera_publish')
         self.create_timer(s.diagnostics_period_s, self._publish_diagnostics)
@@ -129,6 +133,23 @@ class CameraNode(Node):
 
     # -- publishing ------------------------------------------------------------------------
 
+    def _on_frame(self, frame: Frame) -> Optional[Frame]:
+        """On the capture thread, every decoded frame: the rate cap, the output size and
+        encoding, the stamp, and the shared-memory channel; returns the frame to publish."""
+        if not self._limiter.allow(frame.monotonic_s):
+            self._rate_skipped += 1
+            return None
+        try:
+            pixels = prepare_frame(frame.image, *self._size, encoding=self._encoding)
+            stamp_ns = self._next_stamp_ns(frame.stamp_ns)
+            if self._shared is not None:
+                self._write_shared(pixels, stamp_ns)
+        except Exception as exc:  # noqa: BLE001 - never stop capturing; say it, skip the frame
+            if not self._stopping.is_set():
+                self.get_logger().error(self._source.redact(f'preparing a frame failed: {exc}'))
+            return None
+        return Frame(pixels, stamp_ns, frame.seq, frame.monotonic_s)
+
     def _publish_loop(self) -> None:
         last_publish_s = time.monotonic()
         while not self._stopping.is_set():
@@ -136,11 +157,8 @@ class CameraNode(Node):
             now_s = time.monotonic()
             try:
                 if frame is not None:
-                    if self._limiter.allow(frame.monotonic_s):
-                        self._publish_frame(frame)
-                        last_publish_s = now_s
-                    else:
-                        self._rate_skipped += 1
+                    self._publish_frame(frame)
+                    last_publish_s = now_s
                 elif (self._no_signal_enabled and self._camera_down()
                       and now_s - last_publish_s >= NO_SIGNAL_PERIOD_S):
                     self._publish_no_signal()
@@ -155,20 +173,19 @@ class CameraNode(Node):
 
     def _next_stamp_ns(self, stamp_ns: int) -> int:
         """Stamps strictly increase even if the clock steps back."""
-        stamp_ns = max(stamp_ns, self._last_stamp_ns + 1)
-        self._last_stamp_ns = stamp_ns
+        with self._stamp_lock:
+            stamp_ns = max(stamp_ns, self._last_stamp_ns + 1)
+            self._last_stamp_ns = stamp_ns
         return stamp_ns
 
     def _publish_frame(self, frame: Frame) -> None:
-        """Shared memory gets every frame (one copy); image_raw only while someone subscribes:
-        building a 720p message costs about 2.6 ms of CPU, for nobody when no one listens."""
-        pixels = prepare_frame(frame.image, *self._size, encoding=self._encoding)
-        stamp_ns = self._next_stamp_ns(frame.stamp_ns)
-        header = Header(stamp=stamp_from_ns(stamp_ns), frame_id=self._frame_id)
+        """A frame `_on_frame` prepared (and wrote to shared memory): image_raw only while
+        someone subscribes (building a 720p message costs about 2.6 ms of CPU, for nobody when
+        no one listens), camera_info always, both with the shared-memory frame's stamp."""
+        pixels = frame.image
+        header = Header(stamp=stamp_from_ns(frame.stamp_ns), frame_id=self._frame_id)
         height, width = pixels.shape[:2]
         self._last_out_size = (width, height)
-        if self._shared is not None:
-            self._write_shared(pixels, stamp_ns)
         if self._image_pub.get_subscription_count() > 0:
             self._image_pub.publish(image_from_array(pixels, self._encoding, header))
             self._image_messages += 1
@@ -268,8 +285,8 @@ class CameraNode(Node):
         if self._worker is not None:
             self._capture_stuck = not self._worker.stop(timeout_s=1.0)
             self._publish_thread.join(timeout=1.0)
-            if self._shared is not None and not self._publish_thread.is_alive():
-                self._shared.close()  # unlinks it (what a killed process leaves, see shm_frames)
+            if self._shared is not None:  # a capture thread still stuck in OpenCV can only
+                self._shared.close()  # fail to write after this; unlinks it (see shm_frames)
         logging.getLogger(CORE_LOGGER).removeHandler(self._log_handler)
         super().destroy_node()
 
