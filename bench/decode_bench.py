@@ -17,18 +17,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _camera(clip: str, threads: int, warmup_s: float, seconds: float, cpus: Optional[List[int]],
-            results: Any) -> None:
+def _camera(clip: str, threads: int, warmup_s: float, seconds: float, results: Any) -> None:
     from multicam_ros.core.capture import CaptureOptions, CaptureWorker
     from multicam_ros.core.sources import validate_source
-    if cpus:
-        os.sched_setaffinity(0, cpus)
     worker = CaptureWorker(validate_source(clip), time.time_ns,
                            CaptureOptions(loop=True, decode_threads=threads)).start()
     taken = 0
@@ -51,12 +48,12 @@ def _camera(clip: str, threads: int, warmup_s: float, seconds: float, cpus: Opti
                  'cpu_s': cpu.user + cpu.system - started[2]})
 
 
-def measure(clip: str, cameras: int, threads: int, warmup_s: float, seconds: float,
-            cpus: Optional[List[int]]) -> Dict[str, Any]:
+def measure(clip: str, cameras: int, threads: int, warmup_s: float,
+            seconds: float) -> Dict[str, Any]:
     context = multiprocessing.get_context('spawn')
     results = context.Queue()
-    processes = [context.Process(target=_camera, args=(clip, threads, warmup_s, seconds, cpus,
-                                                       results), daemon=True)
+    processes = [context.Process(target=_camera, daemon=True,
+                                 args=(clip, threads, warmup_s, seconds, results))
                  for _ in range(cameras)]
     for process in processes:
         process.start()
@@ -77,14 +74,6 @@ def measure(clip: str, cameras: int, threads: int, warmup_s: float, seconds: flo
     }
 
 
-def parse_cpus(text: str) -> List[int]:
-    cpus: List[int] = []
-    for part in text.split(','):
-        low, _, high = part.partition('-')
-        cpus += list(range(int(low), int(high or low) + 1))
-    return cpus
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--clip', required=True, help='a video file (looped)')
@@ -96,11 +85,12 @@ def main() -> int:
     parser.add_argument('--cpus', default='', help='pin the cameras, e.g. 4-15')
     parser.add_argument('--out-dir', type=Path, default=ROOT / 'bench' / 'results')
     args = parser.parse_args()
-    cpus = parse_cpus(args.cpus) if args.cpus else None
+    from multicam_ros.core.process import pin_to_cpus
+    pin_to_cpus(args.cpus, '--cpus')  # as camera_node's cpu_affinity; the cameras inherit it
     points = []
     for cameras in (int(n) for n in args.cameras.split(',')):
         for threads in (int(t) for t in args.threads.split(',')):
-            point = measure(args.clip, cameras, threads, args.warmup, args.seconds, cpus)
+            point = measure(args.clip, cameras, threads, args.warmup, args.seconds)
             points.append(point)
             print(json.dumps(point), flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)

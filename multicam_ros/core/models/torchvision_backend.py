@@ -129,12 +129,12 @@ class TorchvisionDetector:
                 images_bgr: Sequence[np.ndarray]) -> List[Detections]:
         """Threshold, `classes` filter and max_detections over the whole batch at once."""
         batch_size = len(outputs)
-        counts = torch.tensor([len(output['scores']) for output in outputs], device=self.device)
+        counts = [len(output['scores']) for output in outputs]
         boxes = torch.cat([output['boxes'] for output in outputs]).to(torch.float32)
         scores = torch.cat([output['scores'] for output in outputs])
         labels = torch.cat([output['labels'] for output in outputs])
-        image_index = torch.repeat_interleave(torch.arange(batch_size, device=self.device),
-                                              counts)
+        image_index = torch.arange(batch_size, device=self.device).repeat_interleave(
+            torch.tensor(counts, device=self.device), output_size=sum(counts))  # no sync
         keep = scores >= self._config.confidence_threshold
         if self._allowed is not None:
             keep &= self._allowed[labels]

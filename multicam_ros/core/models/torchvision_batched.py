@@ -33,7 +33,7 @@ import torchvision
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import _resize_image_and_masks
 
-from multicam_ros.core.models.preprocess import top_per_image
+from multicam_ros.core.models.preprocess import clip_boxes, top_per_image
 
 _LOG = logging.getLogger(__name__)
 _MAX_CACHED_SIZES = 64  # frame shapes whose resized size is remembered
@@ -170,14 +170,10 @@ def transform_postprocess(self, result: List[Dict[str, torch.Tensor]],
 # -- the R-CNN filters ------------------------------------------------------------------------
 
 def _limits(image_shapes: Sequence[Tuple[int, int]], like: torch.Tensor) -> torch.Tensor:
-    """(height, width) per image -> B x 4 clip limits (w, h, w, h), in one small copy."""
+    """(height, width) per image -> B x 4 limits (w, h, w, h) for preprocess.clip_boxes, which
+    clips as torchvision's clip_boxes_to_image does, in one small copy."""
     return torch.tensor([[width, height, width, height] for height, width in image_shapes],
                         dtype=like.dtype, device=like.device)
-
-
-def _clip(boxes: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
-    """torchvision's clip_boxes_to_image with a limit per box (broadcast)."""
-    return torch.minimum(boxes.clamp(min=0), limits)
 
 
 def _sides(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -223,7 +219,7 @@ def filter_proposals(self, proposals: torch.Tensor, objectness: torch.Tensor,
     top_n_idx = self._get_top_n_idx(objectness, num_anchors_per_level)  # B x K, per level
     rows = torch.arange(num_images, device=device)[:, None]
     scores = torch.sigmoid(objectness[rows, top_n_idx])
-    boxes = _clip(proposals[rows, top_n_idx], _limits(image_shapes, proposals)[:, None, :])
+    boxes = clip_boxes(proposals[rows, top_n_idx], _limits(image_shapes, proposals)[:, None, :])
     width, height = _sides(boxes)
     wanted = (width >= self.min_size) & (height >= self.min_size) & (scores >= self.score_thresh)
     image_index, candidate = wanted.nonzero(as_tuple=True)  # image-major, as the loop visits
@@ -249,7 +245,7 @@ def postprocess_detections(self, class_logits: torch.Tensor, box_regression: tor
     image_of_box = torch.arange(num_images, device=device).repeat_interleave(
         torch.tensor(counts, device=device), output_size=sum(counts))
     limits = _limits(image_shapes, pred_boxes)[image_of_box][:, None, :]
-    boxes = _clip(pred_boxes, limits)[:, 1:]  # class 0 is the background
+    boxes = clip_boxes(pred_boxes, limits)[:, 1:]  # class 0 is the background
     scores = pred_scores[:, 1:]
     width, height = _sides(boxes)
     wanted = (scores > self.score_thresh) & (width >= 1e-2) & (height >= 1e-2)
