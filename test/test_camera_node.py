@@ -262,3 +262,53 @@ def test_shared_memory_gets_every_frame_while_the_publishing_thread_stalls(ros_c
     finally:
         release.set()
         node.destroy_node()
+
+
+def test_frames_decoded_into_shared_memory_and_image_raw_never_torn(ros_context, tmp_path,
+                                                                    monkeypatch):
+    """A frame that goes out as decoded is converted by the decoder straight into its
+    shared-memory slot (no copy: only the first frame, whose size nobody knew, is written),
+    and image_raw is built from that slot with the pixels and stamp the detector reads there.
+    One whose slot was rewritten while the publishing thread copied it is not published, and
+    is counted. In-process, so that the writer can be watched."""
+    from rclpy.parameter import Parameter
+
+    from multicam_ros.core.shm_frames import FrameReader, FrameWriter, channel_for_topic
+    from multicam_ros.ros.camera_node import CameraNode
+
+    copies = []
+    real_write = FrameWriter.write
+    monkeypatch.setattr(FrameWriter, 'write',
+                        lambda self, *a, **k: copies.append(1) or real_write(self, *a, **k))
+    clip = make_test_clip(tmp_path / 'clip.mp4', seconds=2.0, width=320, height=240, fps=30)
+    node = CameraNode(context=ros_context, namespace='inplace',
+                      parameter_overrides=[Parameter('url', value=str(clip))])
+    viewer = Node('viewer', context=ros_context)
+    images = TopicRecorder(viewer, Image, '/inplace/image_raw', QoSProfile(
+        depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        channel = channel_for_topic(node.resolve_topic_name('image_raw'),
+                                    ros_context.get_domain_id())
+        shared = {}
+        with FrameReader(channel) as reader, ExecutorThread(ros_context, [viewer]):
+            def read_some():
+                got = reader.read()
+                if got is not None:
+                    shared[got[0].stamp_ns] = got[1]
+                return len(shared) >= 20 and images.count() >= 20
+            assert wait_for(read_some, 30.0, interval_s=0.005)
+            common = [m for m in images.messages if stamp_ns(m.header) in shared]
+            assert len(common) >= 5
+            for message in common:
+                pixels = np.frombuffer(bytes(message.data), np.uint8).reshape(240, 320, 3)
+                assert np.array_equal(pixels, shared[stamp_ns(message.header)])
+            assert node._shared.seq > 20 and len(copies) == 1
+            assert node._image_messages_torn == 0
+            # Every slot now reads as overwritten by the time it was copied:
+            monkeypatch.setattr(FrameWriter, 'is_intact', lambda self, seq: False)
+            sent = node._image_messages
+            assert wait_for(lambda: node._image_messages_torn >= 10, 10.0)
+            assert node._image_messages - sent <= 1  # one may have been on its way
+    finally:
+        node.destroy_node()
+        viewer.destroy_node()

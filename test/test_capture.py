@@ -4,6 +4,7 @@ Sources are real: H.264 clips written by ffmpeg, an ffmpeg HTTP live stream that
 (SIGSTOP) and restart, closed and silent TCP ports, and the GStreamer RTSP test bed.
 """
 import dataclasses
+import hashlib
 import logging
 import random
 import signal
@@ -260,6 +261,54 @@ def test_frame_callback_sees_every_frame_and_decides_what_the_slot_gets(clips, c
     # 31 frames went into the slot (the 30 even ones, and 5 as decoded); all but the last were
     # replaced there before anyone took them.
     assert worker.snapshot().frames_dropped == 30
+
+
+def _decoded_pixels(clip: str, **worker_kwargs) -> list:
+    """Every frame of a clip through a CaptureWorker: (seq, md5 of the pixels, the array)."""
+    frames = []
+
+    def on_frame(frame):
+        frames.append((frame.seq, hashlib.md5(frame.image.tobytes()).hexdigest(), frame.image))
+        return frame
+
+    worker = CaptureWorker(validate_source(clip), time.monotonic_ns,
+                           CaptureOptions(pace_files=False, loop=False), on_frame=on_frame,
+                           **worker_kwargs)
+    worker.start()
+    assert worker.join(10.0)
+    return frames
+
+
+@pytest.mark.timeout(30)
+def test_frames_are_converted_into_the_array_retrieve_into_offers(clips, caplog):
+    """retrieve_into gets the previous frame's size, and the decoder converts the next frame
+    into the array it returns (camera_node's shared-memory slot), with the same pixels as
+    without it. An array of another shape is left alone (a new one instead); a raising
+    callback or a read-only array costs a log line, never a frame."""
+    offered, sizes = {}, []
+
+    def retrieve_into(width, height):
+        sizes.append((width, height))
+        call = len(sizes)
+        if call == 3:
+            raise RuntimeError('callback bug')
+        if call == 6:
+            return None
+        array = np.zeros((height, width, 3) if call != 4 else (10, 10, 3), np.uint8)
+        array.flags.writeable = call != 5
+        offered[call] = array  # call n offers the array for frame n (frame 0 gets no call)
+        return array
+
+    with caplog.at_level(logging.ERROR):
+        into = _decoded_pixels(clips['two_s'], retrieve_into=retrieve_into)
+    plain = _decoded_pixels(clips['two_s'])
+    assert [(seq, digest) for seq, digest, _ in into] == [(s, d) for s, d, _ in plain]
+    assert len(into) == 2 * CLIP_FPS and sizes == [(320, 240)] * (len(into) - 1)
+    in_place = [seq for seq, _, image in into if image is offered.get(seq)]
+    assert in_place == [seq for seq in range(1, len(into)) if seq not in (3, 4, 5, 6)]
+    assert not offered[4].any()  # the 10 x 10 array was not written
+    assert 'retrieve_into callback failed' in caplog.text
+    assert 'cannot convert a frame into the retrieve_into array' in caplog.text
 
 
 @pytest.mark.timeout(30)

@@ -197,6 +197,23 @@ def test_frame_round_trip_with_metadata(channel: str) -> None:
         writer.write(image, 1236, 'cam0_optical_frame', 'rgb8')
 
 
+def test_writer_says_whether_a_frame_it_wrote_is_still_whole(channel: str) -> None:
+    """is_intact(seq): for the writer's own threads that read a frame back from its slot (the
+    camera's image_raw from the frame decoded into shared memory)."""
+    with FrameWriter(channel, slot_count=3) as writer:
+        image = frame_pool(64, 48)[0]
+        assert not writer.is_intact(0) and not writer.is_intact(1)
+        seqs = [writer.write(image, i, 'f') for i in range(3)]
+        assert seqs == [1, 2, 3] and all(writer.is_intact(seq) for seq in seqs)
+        assert not writer.is_intact(4)  # not written yet
+        writer.loan(64, 48)  # frame 4 goes where frame 1 was
+        assert [writer.is_intact(seq) for seq in seqs] == [False, True, True]
+        assert writer.commit(4, 'f') == 4 and writer.is_intact(4)
+        writer.write(frame_pool(128, 96)[0], 5, 'f')  # larger: a new segment
+        assert writer.is_intact(5) and not any(writer.is_intact(seq) for seq in (2, 3, 4))
+    assert not writer.is_intact(5)  # closed
+
+
 def test_writer_refuses_bad_input(channel: str) -> None:
     with FrameWriter(channel) as writer:
         with pytest.raises(ValueError, match='encoding'):

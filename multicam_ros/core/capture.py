@@ -158,13 +158,21 @@ class CaptureWorker:
     that must see every frame (camera_node's shared-memory write) is done there, not behind the
     slot, where a slow consumer loses the frames that newer ones replace. An exception in it is
     logged, and the frame goes into the slot as decoded.
+    ``retrieve_into(width, height)``, if given, runs on the worker thread before each frame is
+    converted from the decoder, with the size of the previous frame, and may return a writable
+    uint8 H x W x 3 array to convert it into (camera_node's next shared-memory slot: the copy
+    into it is saved). A frame of another shape goes into a new array instead; ``on_frame``
+    tells which by identity (``frame.image is`` the array returned). An exception in it is
+    logged and the frame converted as without it.
     """
 
     def __init__(self, source: Source, clock: Clock, options: Optional[CaptureOptions] = None,
                  on_state_change: Optional[StateCallback] = None,
                  slot: Optional[LatestFrameSlot[Frame]] = None, name: str = '',
                  rng: Optional[random.Random] = None,
-                 on_frame: Optional[Callable[[Frame], Optional[Frame]]] = None) -> None:
+                 on_frame: Optional[Callable[[Frame], Optional[Frame]]] = None,
+                 retrieve_into: Optional[Callable[[int, int], Optional[np.ndarray]]] = None
+                 ) -> None:
         self.source = source
         self.options = options or CaptureOptions()
         self.slot: LatestFrameSlot[Frame] = slot if slot is not None else LatestFrameSlot()
@@ -172,6 +180,7 @@ class CaptureWorker:
         self._clock = clock
         self._on_state_change = on_state_change
         self._on_frame = on_frame
+        self._retrieve_into = retrieve_into
         self._backoff = Backoff(self.options.reconnect_delay_min_s,
                                 self.options.reconnect_delay_max_s,
                                 self.options.jitter_fraction, rng)
@@ -393,7 +402,7 @@ class CaptureWorker:
                 return _StreamEnd.FAILED
             grabbed_s = time.monotonic()
             stamp_ns = self._clock()
-            ok, image = capture.retrieve()
+            ok, image = self._retrieve(capture)
             if not ok or image is None or image.size == 0:
                 corrupt_in_row += 1
                 with self._lock:
@@ -406,6 +415,22 @@ class CaptureWorker:
             frames_this_pass += 1
             self._deliver(image, stamp_ns, grabbed_s)
         return _StreamEnd.STOPPED
+
+    def _retrieve(self, capture: cv2.VideoCapture) -> tuple:
+        """``capture.retrieve()``, into the array ``retrieve_into`` offers if there is one."""
+        target = None
+        if self._retrieve_into is not None and self._frame_size[0] > 0:
+            try:
+                target = self._retrieve_into(*self._frame_size)
+            except Exception:  # a broken callback must not kill the capture thread
+                _LOG.exception('%s: retrieve_into callback failed', self.name)
+        if target is not None:
+            try:
+                return capture.retrieve(target)
+            except cv2.error:  # e.g. a read-only array: convert into a new one
+                _LOG.exception('%s: cannot convert a frame into the retrieve_into array',
+                               self.name)
+        return capture.retrieve()
 
     def _deliver(self, image: np.ndarray, stamp_ns: int, grabbed_s: float) -> None:
         with self._lock:

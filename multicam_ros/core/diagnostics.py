@@ -51,7 +51,10 @@ class CameraReport:
     capture_to_publish_p99_ms: float
     no_signal_frames: int
     reliability: str
-    image_messages: int = 0  # image_raw messages built (only while it has subscribers)
+    image_messages: int = 0  # image_raw messages sent (only while it has subscribers)
+    # image_raw messages not sent: the frame's shared-memory slot was rewritten while the
+    # publishing thread copied it (a publishing thread three frames behind)
+    image_messages_torn: int = 0
     shared_memory: str = ''  # the frames' shared-memory segment, or why there is none
 
 

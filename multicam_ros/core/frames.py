@@ -24,6 +24,9 @@ class Frame:
     stamp_ns: int
     seq: int
     monotonic_s: float  # time.monotonic() at the same moment, for ages and latencies
+    # Set while `image` is a view into a shared-memory slot that later frames overwrite: call
+    # it after copying the pixels out; False means the copy may be torn (drop it).
+    intact: Optional[Callable[[], bool]] = None
 
 
 class LatestFrameSlot(Generic[T]):

@@ -277,6 +277,18 @@ class FrameWriter:
         self._loaned = None
         return seq
 
+    def is_intact(self, seq: int) -> bool:
+        """True while frame ``seq`` (what ``commit`` returned) is still whole in its slot:
+        for the writer's other threads that read a frame back from ``loan``'s view. Check
+        after copying; False once a later ``loan`` took the slot, or the segment is gone."""
+        segment = self._segment
+        if segment is None or not 0 < seq <= self._seq:
+            return False
+        try:
+            return segment.ctl[segment.lock_index((seq - 1) % segment.slot_count)] == 2 * seq
+        except ValueError:  # released: the segment was replaced or closed meanwhile
+            return False
+
     def close(self) -> None:
         """Mark the channel closed and unlink its segment (readers see the writer gone)."""
         self._closed = True

@@ -3,11 +3,14 @@
 A thin ROS layer over the ROS-free core: `CaptureWorker` (capture.py) decodes; on its thread
 each frame is rate-capped, resized and converted, stamped, and written to the shared-memory
 channel (every frame, so that a detector on this host sees each one even when the publishing
-thread falls behind on a loaded host), then kept as the newest. A publishing thread here takes
-the newest and publishes `image_raw` and `camera_info` with the same stamp. While the camera is
-away it publishes a NO SIGNAL picture once per second. `/diagnostics` carries state, rates,
-drops and latency.
+thread falls behind on a loaded host), then kept as the newest. A frame published as decoded
+(no resize, bgr8) is converted by the decoder straight into its shared-memory slot, which saves
+a copy of every frame. A publishing thread here takes the newest and publishes `image_raw` and
+`camera_info` with the same stamp, each only while it has subscribers. While the camera is away
+it publishes a NO SIGNAL picture once per second. `/diagnostics` carries state, rates, drops
+and latency.
 """
+import functools
 import logging
 import sys
 import threading
@@ -94,6 +97,8 @@ class CameraNode(Node):
         self._shared_state = ''
         self._shared = self._open_shared()
         self._image_messages = 0
+        self._image_messages_torn = 0
+        self._loan = None  # the shared-memory slot the capture thread converts a frame into
         self._publish_rate = RateMeter()
         self._latency = LatencyWindow()
         self._rate_skipped = 0
@@ -101,7 +106,7 @@ class CameraNode(Node):
         self._last_stamp_ns = 0
         self._stamp_lock = threading.Lock()  # capture thread (frames), publisher (NO SIGNAL)
         self._last_out_size: Optional[tuple] = None
-        self._info_cache: Optional[tuple] = None  # (size, Calibration) for the last size
+        self._info_cache: Optional[tuple] = None  # (size, CameraInfo) for the last size
         on_param_change(self, CAMERA_PARAMS, {
             'fps': lambda fps: setattr(self, '_limiter', RateLimiter(fps)),
             'no_signal_image': lambda on: setattr(self, '_no_signal_enabled', on)})
@@ -110,7 +115,8 @@ class CameraNode(Node):
         self._worker = CaptureWorker(
             self._source, clock=lambda: self.get_clock().now().nanoseconds,
             options=capture_options, on_state_change=self._on_state_change,
-            name=self.get_fully_qualified_name(), on_frame=self._on_frame)
+            name=self.get_fully_qualified_name(), on_frame=self._on_frame,
+            retrieve_into=self._retrieve_into)
         self._publish_thread = threading.Thread(target=self._publish_loop, daemon=True,
                                                 name='camera_publish')
         self.create_timer(s.diagnostics_period_s, self._publish_diagnostics)
@@ -133,17 +139,35 @@ class CameraNode(Node):
 
     # -- publishing ------------------------------------------------------------------------
 
+    def _retrieve_into(self, width: int, height: int):
+        """On the capture thread, before the decoder converts a frame of (probably) this size:
+        the next shared-memory slot when the frame goes out as decoded, else None."""
+        self._loan = None
+        if self._shared is None or self._encoding != 'bgr8' \
+                or output_size(width, height, *self._size) != (width, height):
+            return None
+        try:
+            self._loan = self._shared.loan(width, height, 'bgr8')
+        except (ChannelBusyError, OSError) as exc:  # a larger segment could not be made
+            self._shared_failed(exc)
+        return self._loan
+
     def _on_frame(self, frame: Frame) -> Optional[Frame]:
         """On the capture thread, every decoded frame: the rate cap, the output size and
         encoding, the stamp, and the shared-memory channel; returns the frame to publish."""
+        loan, self._loan = self._loan, None
         if not self._limiter.allow(frame.monotonic_s):
             self._rate_skipped += 1
-            return None
+            return None  # a loaned slot stays unpublished; the next frame reuses it
         try:
-            pixels = prepare_frame(frame.image, *self._size, encoding=self._encoding)
             stamp_ns = self._next_stamp_ns(frame.stamp_ns)
-            if self._shared is not None:
-                self._write_shared(pixels, stamp_ns)
+            if loan is not None and frame.image is loan:  # decoded into the slot
+                writer = self._shared
+                seq = self._to_shared(stamp_ns)
+                intact = None if seq is None else functools.partial(writer.is_intact, seq)
+                return Frame(frame.image, stamp_ns, frame.seq, frame.monotonic_s, intact)
+            pixels = prepare_frame(frame.image, *self._size, encoding=self._encoding)
+            self._to_shared(stamp_ns, pixels)
         except Exception as exc:  # noqa: BLE001 - never stop capturing; say it, skip the frame
             if not self._stopping.is_set():
                 self.get_logger().error(self._source.redact(f'preparing a frame failed: {exc}'))
@@ -179,18 +203,26 @@ class CameraNode(Node):
         return stamp_ns
 
     def _publish_frame(self, frame: Frame) -> None:
-        """A frame `_on_frame` prepared (and wrote to shared memory): image_raw only while
-        someone subscribes (building a 720p message costs about 2.6 ms of CPU, for nobody when
-        no one listens), camera_info always, both with the shared-memory frame's stamp."""
+        """A frame `_on_frame` prepared (and wrote to shared memory): image_raw and camera_info,
+        each only while someone subscribes (a 720p message costs about 2.6 ms of CPU to build,
+        camera_info about 0.5 ms with its publishing: for nobody when no one listens), both
+        with the shared-memory frame's stamp. A frame read back from its shared-memory slot
+        after the capture thread began to overwrite it is not published (counted)."""
         pixels = frame.image
         header = Header(stamp=stamp_from_ns(frame.stamp_ns), frame_id=self._frame_id)
         height, width = pixels.shape[:2]
         self._last_out_size = (width, height)
         if self._image_pub.get_subscription_count() > 0:
-            self._image_pub.publish(image_from_array(pixels, self._encoding, header))
-            self._image_messages += 1
-        self._info_pub.publish(camera_info_from_calibration(self._info_for(width, height),
-                                                            header))
+            message = image_from_array(pixels, self._encoding, header)
+            if frame.intact is None or frame.intact():
+                self._image_pub.publish(message)
+                self._image_messages += 1
+            else:
+                self._image_messages_torn += 1
+        if self._info_pub.get_subscription_count() > 0:
+            info = self._info_for(width, height)
+            info.header = header
+            self._info_pub.publish(info)
         self._latency.add(time.monotonic() - frame.monotonic_s)
         self._publish_rate.tick()
 
@@ -214,20 +246,33 @@ class CameraNode(Node):
         self._shared_state = writer.segment_name
         return writer
 
-    def _write_shared(self, pixels, stamp_ns: int) -> None:
+    def _to_shared(self, stamp_ns: int, pixels=None) -> Optional[int]:
+        """Write `pixels` to shared memory, or publish the loaned slot they were decoded into
+        (None); return the frame's sequence number there, None if it did not go there."""
+        if self._shared is None:
+            return None
         try:
-            self._shared.write(pixels, stamp_ns, self._frame_id, self._encoding)
+            if pixels is None:
+                return self._shared.commit(stamp_ns, self._frame_id)
+            return self._shared.write(pixels, stamp_ns, self._frame_id, self._encoding)
         except (ChannelBusyError, OSError) as exc:  # /dev/shm full, or another live writer
-            self._shared_state = f'off: {exc}'
-            self.get_logger().warning(f'shared memory for image_raw failed ({exc}); frames '
-                                      'reach the detector as image messages from now on')
-            self._shared.close()
-            self._shared = None
+            self._shared_failed(exc)
+            return None
 
-    def _info_for(self, width: int, height: int) -> Calibration:
+    def _shared_failed(self, exc: Exception) -> None:
+        self._shared_state = f'off: {exc}'
+        self.get_logger().warning(f'shared memory for image_raw failed ({exc}); frames '
+                                  'reach the detector as image messages from now on')
+        self._shared.close()
+        self._shared = None
+
+    def _info_for(self, width: int, height: int) -> CameraInfo:
+        """The CameraInfo of this output size, built once per size (its header is set by the
+        caller)."""
         if self._info_cache is None or self._info_cache[0] != (width, height):
             base = self._calibration or uncalibrated(width, height)
-            self._info_cache = ((width, height), base.scaled_to(width, height))
+            info = camera_info_from_calibration(base.scaled_to(width, height), Header())
+            self._info_cache = ((width, height), info)
         return self._info_cache[1]
 
     def _no_signal_size(self) -> tuple:
@@ -272,7 +317,8 @@ class CameraNode(Node):
             source_fps=stats.source_fps,
             capture_to_publish_p50_ms=latency[50], capture_to_publish_p99_ms=latency[99],
             no_signal_frames=self._no_signal_published, reliability=self._settings.reliability,
-            image_messages=self._image_messages, shared_memory=self._shared_state)
+            image_messages=self._image_messages, image_messages_torn=self._image_messages_torn,
+            shared_memory=self._shared_state)
         status = diagnostic_status(
             _LEVELS[stats.state], report_name(self.get_fully_qualified_name(), CAMERA_SUFFIX),
             message, report, hardware_id=self._source.safe_url, redact=self._source.redact)
