@@ -288,7 +288,7 @@ def test_sigint_stops_everything_and_leaves_nothing(bed):
     (folder,) = workdirs(system.tmp_dir)  # the run's own, with its lock
     assert (folder / LOCK_NAME).is_file()
     assert system.stop(signal.SIGINT, timeout_s=STOP_BOUND_S) == 0, bed.why()
-    assert 'did not stop' not in system.output()
+    assert 'did not stop' not in system.output(), bed.why()
     assert wait_for(lambda: leftovers(system) == NOTHING, 10.0), leftovers(system)
 
 
