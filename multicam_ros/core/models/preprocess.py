@@ -118,6 +118,14 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat((center - half_size, center + half_size), dim=-1)
 
 
+def image_of_each(counts: Sequence[int], device) -> torch.Tensor:
+    """The image index of every item when image i has counts[i] items, in image order. The
+    total is known on the host (`output_size`), so repeat_interleave need not read it back from
+    the device; the counts themselves go up in one small copy."""
+    return torch.arange(len(counts), device=device).repeat_interleave(
+        torch.tensor(counts, device=device), output_size=sum(counts))
+
+
 def top_per_image(scores: torch.Tensor, image_index: torch.Tensor, batch_size: int,
                   max_detections: int) -> torch.Tensor:
     """Indices of at most `max_detections` best-scoring entries per image, grouped by image

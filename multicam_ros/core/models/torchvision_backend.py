@@ -40,8 +40,8 @@ from torchvision.models import detection, get_model_builder, get_model_weights, 
 from multicam_ros.core.models import (check_classes, first_line, names_origin, torchvision_batched,
                                       resolve_class_names, use_half)
 from multicam_ros.core.models.base import Detections, ModelConfig
-from multicam_ros.core.models.preprocess import (Uploader, clip_boxes, split_by_image,
-                                                 top_per_image, upload_rgb)
+from multicam_ros.core.models.preprocess import (Uploader, clip_boxes, image_of_each,
+                                                 split_by_image, top_per_image, upload_rgb)
 from multicam_ros.core.settings import ConfigError, by_name, settings_of
 
 _LOG = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ class TorchvisionDetector:
         boxes = torch.cat([output['boxes'] for output in outputs]).to(torch.float32)
         scores = torch.cat([output['scores'] for output in outputs])
         labels = torch.cat([output['labels'] for output in outputs])
-        image_index = torch.arange(batch_size, device=self.device).repeat_interleave(
-            torch.tensor(counts, device=self.device), output_size=sum(counts))  # no sync
+        image_index = image_of_each(counts, self.device)
         keep = scores >= self._config.confidence_threshold
         if self._allowed is not None:
             keep &= self._allowed[labels]

@@ -33,7 +33,7 @@ import torchvision
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import _resize_image_and_masks
 
-from multicam_ros.core.models.preprocess import clip_boxes, top_per_image
+from multicam_ros.core.models.preprocess import clip_boxes, image_of_each, top_per_image
 
 _LOG = logging.getLogger(__name__)
 _MAX_CACHED_SIZES = 64  # frame shapes whose resized size is remembered
@@ -242,8 +242,7 @@ def postprocess_detections(self, class_logits: torch.Tensor, box_regression: tor
     counts = [len(boxes) for boxes in proposals]
     pred_boxes = self.box_coder.decode(box_regression, proposals)  # N x C x 4, all images
     pred_scores = F.softmax(class_logits, -1)
-    image_of_box = torch.arange(num_images, device=device).repeat_interleave(
-        torch.tensor(counts, device=device), output_size=sum(counts))
+    image_of_box = image_of_each(counts, device)
     limits = _limits(image_shapes, pred_boxes)[image_of_box][:, None, :]
     boxes = clip_boxes(pred_boxes, limits)[:, 1:]  # class 0 is the background
     scores = pred_scores[:, 1:]
