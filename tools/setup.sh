@@ -71,8 +71,20 @@ want=$(digest requirements.txt)
 if stamp_ok requirements "$want"; then
   echo "    up to date"
 else
+  # About 6.2 GB land in the venv, and pip's cache would keep another copy of the ~3 GB it
+  # downloads: say so before pip fails half-way with "No space left on device".
+  free_gb=$(df -Pk "$VENV" | awk 'NR == 2 { print int($4 / 1048576) }')
+  have_gb=$(du -sk "$VENV" | awk '{ print int($1 / 1048576) }')  # a failed run's packages
+  mount=$(df -P "$VENV" | awk 'NR == 2 { print $6 }')
+  ((free_gb + have_gb >= 7)) || fail "only ${free_gb} GB free on $mount, where $VENV is; the \
+packages need about $((7 - have_gb)) GB more: free some space, or set VENV to a larger disk"
+  cache=()
+  if ((free_gb < 12)); then
+    cache=(--no-cache-dir)
+    echo "    ${free_gb} GB free: installing without pip's download cache"
+  fi
   echo "    pip install -r requirements.txt (first time: several minutes, about 6 GB)"
-  "$VENV/bin/python" -m pip install --progress-bar off -q -r requirements.txt \
+  "$VENV/bin/python" -m pip install --progress-bar off -q "${cache[@]}" -r requirements.txt \
     2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2) \
     || fail "pip could not install requirements.txt (is PyPI reachable? see the error above)"
   stamp_set requirements "$want"
