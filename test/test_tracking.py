@@ -415,6 +415,26 @@ def test_a_clock_that_jumps_back_resets_the_tracker() -> None:
     assert not after_jump.read_only and after_jump.track_ids[0] == 2
 
 
+def test_empty_frames_move_the_clock_like_any_other() -> None:
+    """Frames with nothing in them while no track is alive take a short cut: their stamps
+    still count (a repeated or older one is read-only, a jump back past max_age_s starts a
+    new stream)."""
+    tracker = Tracker(TrackerConfig(max_age_s=1.0))
+    box = _dets(np.array([[100, 100, 140, 180]], np.float32), [0.9])
+    assert not tracker.update(Detections(), 5.0).read_only
+    assert tracker.update(Detections(), 5.0).read_only
+    assert tracker.update(Detections(), 4.5).read_only
+    assert not tracker.update(Detections(), 5.1).read_only
+    older = tracker.update(box, 5.05)  # before the last empty frame: changes nothing
+    assert older.read_only and len(tracker.tracks(include_lost=True)) == 0
+    assert tracker.update(box, 5.2).track_ids[0] == NO_TRACK_ID  # not the first frame
+    assert tracker.update(box, 5.3).track_ids[0] == 1
+    assert len(tracker.update(Detections(), 6.4)) == 0 and len(tracker) == 0
+    assert not tracker.update(Detections(), 1.0).read_only  # the clock jumped back
+    assert tracker.update(box, 1.1).track_ids[0] == NO_TRACK_ID
+    assert tracker.update(box, 1.2).track_ids[0] == 2
+
+
 def test_trackers_share_no_state() -> None:
     rng = np.random.default_rng(21)
     scene_a = render(random_objects(rng, 5), stamps(2.0, 15.0), seed=1)
