@@ -20,7 +20,12 @@ Reported per mode: batches per second, batch time (the model part only) p50, res
 per second, the inference thread's CPU per batch. Modes alternate over `--repeats` rounds, since
 these machines are shared and noisy; compare modes within one run.
 
+With `--backend nanodet` (or `torchvision`) the package's own back-end runs instead of the
+stand-in, on random 1280x720 frames already on `--device`: on the GPU machine that measures the
+node's case itself (pin it as the node would be, e.g. `taskset -c 0-3`).
+
 Run: .venv/bin/python bench/gil_bench.py [--seconds 8] [--objects 0,10] [--repeats 2]
+     taskset -c 0-3 python bench/gil_bench.py --backend nanodet --model .../nanodet-g.torchscript
 Results: bench/results/gil_bench.json and .png
 """
 import argparse
@@ -134,6 +139,19 @@ def _subscriber_process(cameras: int, stop, counter) -> None:
     rclpy.shutdown()
 
 
+class RealModel:
+    """A back-end of the package (`--backend`) on `batch` random 1280x720 frames already on
+    its device (bench/profiling/infer_loop.py), instead of the stand-in."""
+
+    def __init__(self, backend: str, path: str, device: str, batch: int) -> None:
+        sys.path.insert(0, str(BENCH / 'profiling'))
+        from infer_loop import detector_and_frames
+        self._detector, self._frames = detector_and_frames(backend, path, batch, device)
+
+    def batch(self) -> None:
+        self._detector.infer(self._frames)
+
+
 class Model:
     """The stand-in for a launch-bound model (see the module docstring)."""
 
@@ -235,8 +253,9 @@ def plot(results: dict, path: Path) -> None:
             ax.set_xticks(np.arange(len(MODES)) + width * (len(groups) - 1) / 2, MODES)
             ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f'multicam_ros gil_bench: {results["cameras"]} cameras, batch '
-                 f'{results["batch"]}, {results["machine"]["cpus"]} CPUs', fontsize=10)
+    fig.suptitle(f'multicam_ros gil_bench ({results["backend"]}): {results["cameras"]} '
+                 f'cameras, batch {results["batch"]}, {results["machine"]["cpus"]} CPUs',
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -249,6 +268,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--objects', default='0,10', help='objects per frame, comma-separated')
     parser.add_argument('--script-ops', type=int, default=400)
     parser.add_argument('--python-ops', type=int, default=150)
+    parser.add_argument('--backend', choices=('standin', 'nanodet', 'torchvision'),
+                        default='standin', help="the model: the stand-in, or the package's "
+                        'NanoDet-g or Faster R-CNN (random weights) on --device')
+    parser.add_argument('--model', default='', help='model.path for --backend nanodet')
+    parser.add_argument('--device', default='cuda', help='device of a real --backend')
     parser.add_argument('--seconds', type=float, default=8.0, help='per mode and round')
     parser.add_argument('--repeats', type=int, default=2, help='rounds over all modes')
     parser.add_argument('--switch-interval', type=float, default=sys.getswitchinterval(),
@@ -267,7 +291,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     listener = ctx.Process(target=_subscriber_process, args=(args.cameras, stop, counter))
     listener.start()
     node = _ros_node('gil_bench')
-    model = Model(args.script_ops, args.python_ops)
+    model = (Model(args.script_ops, args.python_ops) if args.backend == 'standin' else
+             RealModel(args.backend, args.model, args.device, args.batch))
     for _ in range(20):
         model.batch()
     runs = []
@@ -300,6 +325,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(),
                     'python': platform.python_version(), 'torch': torch.__version__},
+        'backend': args.backend, 'model': args.model, 'device': args.device,
         'cameras': args.cameras, 'batch': args.batch, 'script_ops': args.script_ops,
         'python_ops': args.python_ops, 'seconds': args.seconds,
         'switch_interval_s': args.switch_interval,

@@ -18,6 +18,32 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def detector_and_frames(backend: str, model: str, batch: int, device: str = 'cuda'):
+    """The back-end (NanoDet-g from `model`, or Faster R-CNN with random weights) warmed up,
+    and `batch` random 1280x720 frames for its `infer`: tensors on the device for CUDA, numpy
+    arrays for the CPU."""
+    import numpy as np
+    import torch
+    from multicam_ros.core.models import ModelConfig, load_detector
+    if backend == 'nanodet':
+        config = ModelConfig(backend='nanodet', device=device,
+                             **({'path': model} if model else {}))
+    else:
+        config = ModelConfig(backend='torchvision', weights='none', device=device,
+                             name='fasterrcnn_mobilenet_v3_large_320_fpn')
+    detector = load_detector(config)
+    if device.startswith('cuda'):
+        generator = torch.Generator(device=device).manual_seed(0)
+        frames = [torch.randint(0, 256, (720, 1280, 3), dtype=torch.uint8, device=device,
+                                generator=generator) for _ in range(batch)]
+    else:
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(batch)]
+    for _ in range(5):
+        detector.infer(frames)
+    return detector, frames
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('backend', choices=('nanodet', 'torchvision'))
@@ -26,19 +52,7 @@ def main() -> int:
     parser.add_argument('--seconds', type=float, default=3.0, help='per printed figure')
     parser.add_argument('--repeats', type=int, default=3)
     args = parser.parse_args()
-    import torch
-    from multicam_ros.core.models import ModelConfig, load_detector
-    if args.backend == 'nanodet':
-        config = ModelConfig(backend='nanodet', path=args.model, device='cuda')
-    else:
-        config = ModelConfig(backend='torchvision', weights='none', device='cuda',
-                             name='fasterrcnn_mobilenet_v3_large_320_fpn')
-    detector = load_detector(config)
-    generator = torch.Generator(device='cuda').manual_seed(0)
-    frames = [torch.randint(0, 256, (720, 1280, 3), dtype=torch.uint8, device='cuda',
-                            generator=generator) for _ in range(args.batch)]
-    for _ in range(5):
-        detector.infer(frames)
+    detector, frames = detector_and_frames(args.backend, args.model, args.batch)
     for _ in range(args.repeats):
         started_s, cpu_s, batches = time.perf_counter(), time.thread_time(), 0
         while time.perf_counter() - started_s < args.seconds:
