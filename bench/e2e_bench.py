@@ -928,8 +928,9 @@ def child_env(plan: Plan, domain: int) -> Dict[str, str]:
 
 
 def start_profiles(plan: Plan, running: 'Running', name: str) -> List[Tuple[Path, Any]]:
-    """py-spy on the detector of system a for plan.profile_s seconds: one profile of every
-    thread on the CPU, one of the thread holding the GIL (collapsed stacks per thread)."""
+    """py-spy on the detector of system a and its model process for plan.profile_s seconds:
+    one profile of every thread on the CPU, one of the thread holding the GIL (collapsed stacks
+    per process and thread)."""
     launcher = running.system_procs[0].pid
     detector = [pid for pid in process_tree([launcher])
                 if 'detector_node' in ' '.join(cmdline(pid))]
@@ -944,6 +945,7 @@ def start_profiles(plan: Plan, running: 'Running', name: str) -> List[Tuple[Path
         path = folder / f'{name}_{mode}.txt'
         command = ['py-spy', 'record', '--pid', str(detector[0]), '--duration',
                    str(int(plan.profile_s)), '--rate', '200', '--nonblocking', '--threads',
+                   '--subprocesses',
                    '--format', 'raw', '--output', str(path), *extra]
         started.append((path, subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                                stderr=subprocess.PIPE, text=True)))

@@ -47,6 +47,11 @@ def diagnostics_values(recorder: TopicRecorder, suffix: str) -> dict:
     return {}
 
 
+def child_pids(pid: int) -> list:
+    return [int(child) for task in Path(f'/proc/{pid}/task').iterdir()
+            for child in (task / 'children').read_text().split()]
+
+
 def process_maps_libtorch(pid: int) -> bool:
     return 'libtorch_cpu' in Path(f'/proc/{pid}/maps').read_text()
 
@@ -95,9 +100,11 @@ def test_four_cameras_one_model_in_processes(rtsp_server_factory, node_launcher,
         model_statuses = {s.name for m in diagnostics.messages for s in m.status
                           if s.name.endswith(': model')}
         assert model_statuses == {'/detector: model'}
-        # One model instance: the detector is the only process that loaded torch at all.
-        assert process_maps_libtorch(detector.proc.pid)
-        assert not any(process_maps_libtorch(p.proc.pid) for p in camera_procs)
+        # One model instance: the detector's model process is the only one that loaded torch.
+        [model_pid] = child_pids(detector.proc.pid)
+        assert process_maps_libtorch(model_pid)
+        assert not any(process_maps_libtorch(p) for p in [detector.proc.pid] + [
+            p.proc.pid for p in camera_procs])
 
         camera_procs[3].stop(signal.SIGINT)
         time.sleep(1.0)

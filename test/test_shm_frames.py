@@ -214,6 +214,29 @@ def test_writer_says_whether_a_frame_it_wrote_is_still_whole(channel: str) -> No
     assert not writer.is_intact(5)  # closed
 
 
+def test_a_frame_is_copied_by_its_stamp_while_a_slot_holds_it(channel: str) -> None:
+    """copy_by_stamp: for the detector drawing on a frame its model process read; it takes
+    nothing, so the frames are still announced to poll and read."""
+    with FrameWriter(channel, slot_count=3) as writer:
+        reader = FrameReader(channel)
+        assert reader.copy_by_stamp(1) is None  # nothing written yet
+        pool = frame_pool(64, 48)
+        for i in range(3):
+            writer.write(pool[i], 100 + i, f'f{i}')
+        time.sleep(0.2)  # a reader that found no segment looks again after 0.1 s
+        info, pixels = reader.copy_by_stamp(101)
+        assert (info.stamp_ns, info.frame_id, info.seq) == (101, 'f1', 2)
+        np.testing.assert_array_equal(pixels, pool[1])
+        pixels[:] = 0  # a copy: the slot is unchanged
+        np.testing.assert_array_equal(reader.copy_by_stamp(101)[1], pool[1])
+        assert reader.read()[0].stamp_ns == 102  # still announced
+        writer.write(pool[3], 103, 'f3')  # goes where frame 100 was
+        assert reader.copy_by_stamp(100) is None and reader.copy_by_stamp(103) is not None
+        writer.loan(64, 48)  # being written where 101 was: not whole any more
+        assert reader.copy_by_stamp(101) is None
+        reader.close()
+
+
 def test_writer_refuses_bad_input(channel: str) -> None:
     with FrameWriter(channel) as writer:
         with pytest.raises(ValueError, match='encoding'):

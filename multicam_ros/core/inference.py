@@ -64,11 +64,13 @@ class InferenceWorker(_SlotThread):
 
     def __init__(self, collector: BatchCollector, detector: Detector, on_result: ResultCallback,
                  max_batch_size: int, on_error: Optional[Callable[[str], None]] = None,
-                 stage: Optional[Stage] = None) -> None:
+                 stage: Optional[Stage] = None,
+                 on_batch_done: Optional[Callable[[], None]] = None) -> None:
         super().__init__(collector, 'inference', on_error)
         self._detector = detector
         self._stage = stage
         self._on_result = on_result
+        self._on_batch_done = on_batch_done  # after a batch's results were handed over
         self._max_batch_size = max_batch_size
         self._lock = threading.Lock()
         self.batch_sizes: Counter[int] = collections.Counter()
@@ -115,6 +117,14 @@ class InferenceWorker(_SlotThread):
                         self.result_errors += 1
                     self._report_once(f'{camera}: handing over results failed: '
                                       f'{type(exc).__name__}: {exc}')
+            if self._on_batch_done is not None:
+                try:
+                    self._on_batch_done()
+                except Exception as exc:  # noqa: BLE001 - the next batch may fare better
+                    if self._stop.is_set():
+                        return
+                    self._report_once(f'handing over a batch failed: {type(exc).__name__}: '
+                                      f'{exc}')
 
     def batch_summary(self) -> dict:
         """Counts of batches by size, largest and mean size, total batches."""

@@ -97,10 +97,10 @@ class DetectorSettings:
     diagnostics_period_s: float = setting(
         1.0, 'Period of /diagnostics messages.', min_value=0.1, max_value=60.0)
     executor_threads: int = setting(
-        1, 'Threads of the executor serving the subscriptions: 1 is a SingleThreadedExecutor, '
-        'more a MultiThreadedExecutor. The callbacks only fill the newest-frame slots; on 2 '
-        'cores, with 4 cameras, 4 threads left the inference thread 9.5-11 frames/s per camera '
-        'where 1 thread left 13-21 (the GIL).', min_value=1, max_value=64)
+        1, 'Threads of the executor serving the image_raw subscriptions: 1 is a '
+        'SingleThreadedExecutor, more a MultiThreadedExecutor. Each callback hands its frame '
+        'to the model process; they share this process\'s GIL (about 10 ms per 720p message), '
+        'the model does not.', min_value=1, max_value=64)
     frame_path: str = setting(
         'auto', 'How frames reach the detector: auto takes a camera from shared memory while a '
         'camera_node of this package on this host writes it, else from its image_raw '
@@ -118,8 +118,9 @@ class DetectorSettings:
         True, 'Track objects per camera and put the track id in Detection2D.id.',
         name='tracking.enabled')
     cpu_affinity: str = _cpu_affinity(
-        'detector', 'With many cameras on one GPU host, giving the detector CPUs of its own (and '
-        'the cameras the others) keeps the decoding cameras from slowing the inference thread.')
+        'detector', 'Its model process inherits them. With many cameras on one GPU host, giving '
+        'the detector CPUs of its own (and the cameras the others) keeps the decoding cameras '
+        'from slowing the inference thread.')
 
     def __post_init__(self) -> None:
         parse_cpu_list(self.cpu_affinity, 'cpu_affinity')

@@ -463,6 +463,26 @@ class FrameReader:
             return False
         return segment.ctl[segment.lock_index(info._slot)] == 2 * info.seq
 
+    def copy_by_stamp(self, stamp_ns: int) -> Optional[Tuple[FrameInfo, np.ndarray]]:
+        """A copy of the frame stamped ``stamp_ns`` while a slot still holds it whole (e.g. to
+        draw on a frame that another process read), else None. Takes nothing: ``poll`` and
+        ``read_into`` are unaffected."""
+        if not self._attach():
+            return None
+        segment = self._segment
+        assert segment is not None
+        for slot in range(segment.slot_count):
+            lock = int(segment.ctl[segment.lock_index(slot)])
+            if lock == 0 or lock % 2:
+                continue  # never written, or being written
+            info = self._read_meta(lock // 2, slot)
+            if info is None or info.stamp_ns != stamp_ns:
+                continue
+            pixels = np.array(segment.pixels[slot][:info.nbytes]).reshape(info.shape)
+            if segment.ctl[segment.lock_index(slot)] == lock:
+                return info, pixels
+        return None
+
     def close(self) -> None:
         """Unmap; the writer is unaffected."""
         self._detach(remove_dead=False)

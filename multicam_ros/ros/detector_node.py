@@ -1,13 +1,16 @@
 """detector_node: ONE model for every camera, batched across cameras, vision_msgs out.
 
-A thin ROS layer over the ROS-free core. Each camera's frames reach the batches (batching.py)
-by one of two paths, chosen per camera (`frame_path`): from shared memory (shared_input.py),
-while a camera_node of this package on this host writes it, or through the camera's newest-frame
-slot from its image_raw subscription (any publisher, any host). An inference thread
-(inference.py) takes the newest frame of every camera into one batch (on CUDA, shared-memory
-frames are uploaded straight from shared memory) and runs it through the model back-end
-(models/); the result stage's thread publishes `<camera>/detections` and
-`<camera>/image_annotated`; a timer publishes diagnostics.
+A thin ROS layer over the ROS-free core. The model runs in a process of its own
+(model_process.py: there its inference thread has a GIL to itself), which takes the newest
+frame of every camera into one batch (inference.py; on CUDA, shared-memory frames are uploaded
+straight from shared memory) and runs it through the model back-end (models/). Each camera's
+frames reach it by one of two paths, chosen per camera (`frame_path`): from shared memory
+(shared_input.py), while a camera_node of this package on this host writes it, or from the
+camera's image_raw subscription here (any publisher, any host), whose frames this node writes
+into a shared-memory channel of its own for the model (over the model's pipe where shared
+memory cannot be used). The results come back to this process, whose result stage thread
+tracks them and publishes `<camera>/detections` and `<camera>/image_annotated`; a timer
+publishes diagnostics.
 """
 import logging
 import os
@@ -26,19 +29,21 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo, VisionClass
 
-from multicam_ros.core.batching import BatchCollector
+from multicam_ros.core.batching import CameraCounts
 from multicam_ros.core.diagnostics import MODEL_SUFFIX, ModelReport, ServedCameraReport, \
     report_name, source_state, stamp_plausible
 from multicam_ros.core.drawing import draw_detections
-from multicam_ros.core.frames import InputFrame, host_pixels
+from multicam_ros.core.frames import InputFrame
 from multicam_ros.core.imaging import NO_SIGNAL_FRAME_ID
-from multicam_ros.core.inference import InferenceWorker, ResultStage
-from multicam_ros.core.models import load_detector
+from multicam_ros.core.inference import ResultStage
+from multicam_ros.core.model_process import CAMERA_CHANNEL, FORWARD_CHANNEL, FrameResult, \
+    ModelProcess
 from multicam_ros.core.models.base import Detections
 from multicam_ros.core.params import DETECTOR_PARAMS, detector_configs, normalise_cameras
 from multicam_ros.core.process import pin_to_cpus
-from multicam_ros.core.shared_input import SharedFrameSource, channel_live
-from multicam_ros.core.shm_frames import channel_for_topic, shm_available
+from multicam_ros.core.shared_input import SharedCounts, channel_live
+from multicam_ros.core.shm_frames import FRAME_ID_MAX_BYTES, FrameReader, FrameWriter, \
+    channel_for_topic, remove_stale_segments, shm_available
 from multicam_ros.core.stats import LatencyWindow, RateMeter
 from multicam_ros.core.tracking import NO_TRACK_ID, Tracker
 from multicam_ros.ros.convert import bgr_from_image, diagnostic_status, image_from_array, \
@@ -50,6 +55,9 @@ from multicam_ros.ros.node_main import CORE_LOGGER, declare_params, forward_core
     image_qos, on_param_change, run_node, use_large_frame_transport
 
 PATH_CHECK_PERIOD_S = 0.5  # how often frame_path auto looks for cameras' shared memory
+NO_COUNTS = CameraCounts(0, 0, 0)
+RECENT_FRAMES = 3  # image_raw frames kept per camera for drawing on once their results come
+NO_BATCHES = {'batches': 0, 'mean': 0.0, 'max': 0, 'histogram': {}, 'errors': 0}
 SHARED_MEMORY = 'shared_memory'
 SUBSCRIPTION = 'subscription'
 
@@ -84,9 +92,10 @@ class _InputCounts(NamedTuple):
 
 class _CameraState:
     """Per-camera publishers, meters and tracker. The input side (`frames_in`, the counts of
-    refused frames, arrival times) is written by the input paths, the output side (`tracker`,
-    `processed`, `latency`) only by the result stage's thread; the meters lock themselves and
-    `_lock` guards the plain counters that the diagnostics timer reads."""
+    refused frames, arrival times) is written by the input paths (the image_raw callback, the
+    thread receiving the model's results for frames from shared memory), the output side
+    (`tracker`, `processed`, `latency`) only by the result stage's thread; the meters lock
+    themselves and `_lock` guards the plain counters that the diagnostics timer reads."""
 
     def __init__(self, tracker: Optional[Tracker]) -> None:
         self.tracker = tracker
@@ -104,6 +113,10 @@ class _CameraState:
         self.detections_pub = None
         self.annotated_pub = None
         self.subscription = None  # the image_raw subscription while on that path
+        self.forward: Optional[FrameWriter] = None  # its image_raw frames for the model
+        self.forward_lock = threading.Lock()  # `forward` is written and replaced under it
+        self.recent: tuple = ()  # (stamp_ns, image) of the last frames handed over
+        self.pixel_reader: Optional[FrameReader] = None  # the model's frames, for drawing
         self.path = SUBSCRIPTION  # where its frames come from now (only that path is taken)
 
     def received(self, now_s: float, stamp_ns: int, now_ns: int) -> bool:
@@ -150,23 +163,18 @@ class DetectorNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__('detector', **node_kwargs)
         self._log_handler = forward_core_logs(self)
-        self._worker: Optional[InferenceWorker] = None  # destroy_node may run before it exists
+        self._model: Optional[ModelProcess] = None  # destroy_node may run before it exists
+        self._cameras: Dict[str, _CameraState] = {}
+        self._pixel_channels: Dict[str, str] = {}  # camera -> the model's frames for drawing
         self._results: Optional[ResultStage] = None
-        self._shared: Optional[SharedFrameSource] = None
+        self._fatal: Optional[str] = None  # why the node must end (the model process died)
         self._stopping = threading.Event()
         self.context.on_shutdown(self._stopping.set)
         s, model_config, tracking, self._confidence_threshold = detector_configs(
             declare_params(self, DETECTOR_PARAMS))
         self.executor_threads = s.executor_threads  # read by run_node
-        pin_to_cpus(s.cpu_affinity, 'cpu_affinity')  # before the model's threads start
+        pin_to_cpus(s.cpu_affinity, 'cpu_affinity')  # the model process inherits it
         cameras = normalise_cameras(s.cameras)
-        self.get_logger().info(f'loading model ({model_config.backend}) for {len(cameras)} '
-                               'cameras')
-        started_s = time.monotonic()
-        self._detector = load_detector(model_config)
-        self.get_logger().info(
-            f'model ready in {time.monotonic() - started_s:.1f} s: {self._detector.description}'
-            f' on {self._detector.device}, {len(self._detector.class_names)} classes')
         self._annotate = s.annotate
         self._max_pixels, self._max_bytes = s.max_frame_pixels, s.max_frame_bytes
         self._raw_detections = serialization_matches()
@@ -180,10 +188,8 @@ class DetectorNode(Node):
                 'image_raw is received as message objects: this middleware serializes Image '
                 'differently from image_cdr.py, so frame sizes are checked only after rclpy '
                 'has copied them')
-        on_param_change(self, DETECTOR_PARAMS,
-                        {'annotate': lambda mode: setattr(self, '_annotate', mode)})
+        on_param_change(self, DETECTOR_PARAMS, {'annotate': self._set_annotate})
 
-        self._cameras: Dict[str, _CameraState] = {}
         self._input_qos = image_qos(s.reliability)
         output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         for camera in cameras:
@@ -194,19 +200,54 @@ class DetectorNode(Node):
                 Image, f'{camera}/image_annotated', output_qos)
             self._cameras[camera] = state
         self._frame_path = s.frame_path
-        stage = None
-        if s.frame_path != SUBSCRIPTION and shm_available():
-            self._shared, stage = self._shared_input(cameras, s.max_frame_pixels,
-                                                     s.max_frame_bytes)
+        self._channels: Dict[str, str] = {}  # camera -> its camera_node's channel
+        # This node's channels per camera, between it and its model process: the frames it
+        # receives on image_raw (one copy with the GIL released, where the model's pipe would
+        # cost ~8 ms of CPU a 720p frame), and the frames the model ran, for drawing on.
+        forward_channels: Dict[str, str] = {}
+        domain_id = self.context.get_domain_id()
+        if shm_available():
+            fqn = self.get_fully_qualified_name().rstrip('/')
+            for camera in cameras:
+                forward_channels[camera] = channel_for_topic(f'{fqn}{camera}/input_frames',
+                                                             domain_id)
+                self._pixel_channels[camera] = channel_for_topic(
+                    f'{fqn}{camera}/drawn_frames', domain_id)
+            for channel in [*forward_channels.values(), *self._pixel_channels.values()]:
+                remove_stale_segments(channel)  # what a killed run of this node left
+            for camera, channel in forward_channels.items():
+                self._cameras[camera].forward = FrameWriter(channel)  # its segment: on use
+            if s.frame_path != SUBSCRIPTION:
+                self._channels = {camera: channel_for_topic(f'{camera}/image_raw', domain_id)
+                                  for camera in cameras}
         elif s.frame_path == SHARED_MEMORY:
             self.get_logger().warning('frame_path shared_memory: shared memory is not usable '
                                       'on this host; taking every camera from image_raw')
-        sources = None if self._shared is None else {
-            camera: self._shared.source(camera) for camera in cameras}
-        self._collector = BatchCollector(cameras, sources=sources)
+
+        # Per-camera output work runs on the result stage's thread, never in the way of the
+        # thread that receives the model's results.
+        self._results = ResultStage(cameras, self._on_result,
+                                    on_error=self._on_worker_error).start()
+        self.get_logger().info(f'loading model ({model_config.backend}) for {len(cameras)} '
+                               'cameras in a process of its own')
+        started_s = time.monotonic()
+        self._model = ModelProcess(
+            model_config, cameras, s.max_batch_size, self._on_results, self._on_model_exit,
+            channels=self._channels, forward_channels=forward_channels,
+            pixel_channels=self._pixel_channels, max_pixels=s.max_frame_pixels,
+            max_bytes=s.max_frame_bytes)
+        self._model_info = self._model.start()
+        self._class_names = list(self._model_info.class_names)
+        self.get_logger().info(
+            f'model ready in {time.monotonic() - started_s:.1f} s: '
+            f'{self._model_info.description} on {self._model_info.device}, '
+            f'{len(self._class_names)} classes (pid {self._model_info.pid})')
         self._choose_paths()
-        if self._shared is not None and s.frame_path == 'auto':
+        if self._channels and s.frame_path == 'auto':
             self.create_timer(PATH_CHECK_PERIOD_S, self._choose_paths)
+        if self._pixel_channels:
+            self._write_pixels_of()
+            self.create_timer(PATH_CHECK_PERIOD_S, self._write_pixels_of)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -215,32 +256,30 @@ class DetectorNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(s.diagnostics_period_s, self._publish_diagnostics)
 
-        # Per-camera output work runs on the result stage's thread, never before the next batch.
-        self._results = ResultStage(cameras, self._on_result,
-                                    on_error=self._on_worker_error).start()
-        self._worker = InferenceWorker(
-            self._collector, self._detector, self._results.put, s.max_batch_size,
-            on_error=self._on_worker_error, stage=stage).start()
-
-    def _shared_input(self, cameras, max_pixels: int, max_bytes: int):
-        """The shared-memory source of every camera and, where frames can go to the model's
-        device straight from shared memory (CUDA, a back-end that takes device tensors), the
-        inference thread's stage that uploads them."""
-        from multicam_ros.core.models import preprocess  # torch: loaded with the model already
-        device = self._detector.device
-        in_place = device.startswith('cuda') and getattr(
-            self._detector, 'takes_device_frames', False)
-        domain_id = self.context.get_domain_id()
-        source = SharedFrameSource(
-            {camera: channel_for_topic(f'{camera}/image_raw', domain_id) for camera in cameras},
-            accept=self._accept_shared, allocate=preprocess.host_buffer_allocator(device),
-            page_lock=preprocess.cuda_page_lock if in_place else None,
-            max_pixels=max_pixels, max_bytes=max_bytes)
-        return source, preprocess.DeviceStager(device) if in_place else None
-
     def _on_worker_error(self, text: str) -> None:
         if not self._stopping.is_set():  # errors while shutting down are expected, not news
             self.get_logger().error(text)
+
+    def _on_model_exit(self, text: str) -> None:
+        """The model process died (a crash, the kernel's OOM killer): the node ends with an
+        error at its next diagnostics tick, and the launcher restarts it."""
+        self._fatal = text
+        self._on_worker_error(f'{text}: stopping the node')
+
+    def _set_annotate(self, mode: str) -> None:
+        self._annotate = mode
+        if self._pixel_channels and self._model is not None:
+            self._write_pixels_of()
+
+    def _draws(self, state: _CameraState) -> bool:
+        """Whether `state`'s image_annotated is drawn now."""
+        return self._annotate == 'always' or (
+            self._annotate == 'auto' and state.annotated_pub.get_subscription_count() > 0)
+
+    def _write_pixels_of(self) -> None:
+        """Tell the model process whose frames to write for drawing: the cameras drawn now."""
+        self._model.write_pixels_of(frozenset(
+            camera for camera, state in self._cameras.items() if self._draws(state)))
 
     # -- input -----------------------------------------------------------------------------
 
@@ -250,23 +289,27 @@ class DetectorNode(Node):
         is never on both, so no frame arrives twice; leaving the subscription also tells its
         camera_node that it need not build image_raw for this detector."""
         for camera, state in self._cameras.items():
-            if self._shared is None:
+            if not self._channels:
                 shared = False
             elif self._frame_path == SHARED_MEMORY:
                 shared = True
             else:
-                shared = channel_live(self._shared.channel(camera))
+                shared = channel_live(self._channels[camera])
             path = SHARED_MEMORY if shared else SUBSCRIPTION
             if path == state.path and (shared or state.subscription is not None):
                 continue
             if shared:
-                self._shared.set_active(camera, True)
+                self._model.use_channel(camera, CAMERA_CHANNEL)
                 if state.subscription is not None:
                     self.destroy_subscription(state.subscription)
                     state.subscription = None
+                with state.forward_lock:  # its segment is freed until it is needed again
+                    if state.forward is not None and state.forward.seq:
+                        state.forward.close()
+                        state.forward = FrameWriter(state.forward.channel)
             else:
-                if self._shared is not None:
-                    self._shared.set_active(camera, False)
+                self._model.use_channel(camera, None if state.forward is None
+                                        else FORWARD_CHANNEL)
                 state.subscription = self.create_subscription(
                     Image, f'{camera}/image_raw',
                     lambda msg, camera=camera: self._on_image(camera, msg), self._input_qos,
@@ -277,15 +320,17 @@ class DetectorNode(Node):
                 self.get_logger().info(f'{camera}: frames from {path.replace("_", " ")}')
             state.path = path
 
-    def _accept_shared(self, camera: str, frame: InputFrame, skipped: int) -> bool:
-        """A frame from shared memory (inference thread), with the `skipped` frames the camera
-        wrote since the last one taken. Our camera_nodes stamp strictly increasing, so a stamp
-        not newer than the last frame taken is one that already came through the subscription
-        just before the camera moved to shared memory."""
-        state = self._cameras[camera]
-        for _ in range(skipped + 1):
-            state.frames_in.tick(frame.received_s)
-        return state.received(frame.received_s, frame.stamp_ns, self._now_ns())
+    def _on_results(self, batch) -> None:
+        """A batch's results from the model process (its receiving thread): the frames taken
+        from shared memory are counted in here (with the `skipped` ones the camera wrote since
+        the last one taken), then every result goes to the result stage."""
+        for camera, result in batch:
+            state = self._cameras[camera]
+            if result.shared:
+                for _ in range(result.skipped + 1):
+                    state.frames_in.tick(result.received_s)
+                state.received(result.received_s, result.stamp_ns, self._now_ns())
+            self._results.put(camera, result, result.detections)
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -333,12 +378,33 @@ class DetectorNode(Node):
         state.frames_in.tick()
         # any publisher's frames are taken, in any order
         state.received(now_s, stamp_ns, self._now_ns())
-        self._collector.put(camera, InputFrame(image=image, stamp_ns=stamp_ns,
-                                               received_s=now_s, frame_id=frame_id))
+        self._hand_over(camera, state, InputFrame(image=image, stamp_ns=stamp_ns,
+                                                  received_s=now_s, frame_id=frame_id))
+
+    def _hand_over(self, camera: str, state: _CameraState, frame: InputFrame) -> None:
+        """An image_raw frame to the model process: into the camera's forward channel, or over
+        the pipe where there is none (or the frame_id is too long for shared memory). The last
+        few stay here for drawing (`_pixels_of`)."""
+        if not self._pixel_channels:
+            state.recent = state.recent[-(RECENT_FRAMES - 1):] + ((frame.stamp_ns,
+                                                                   frame.image),)
+        with state.forward_lock:
+            if state.forward is not None and len(frame.frame_id.encode()) <= FRAME_ID_MAX_BYTES:
+                try:
+                    state.forward.write(frame.image, frame.stamp_ns, frame.frame_id)
+                    return
+                except (OSError, RuntimeError) as exc:  # /dev/shm full; a live writer of it
+                    self.get_logger().warning(
+                        f'{camera}: handing its frames to the model through shared memory '
+                        f'failed ({type(exc).__name__}: {exc}); sending them over the pipe')
+                    state.forward.close()
+                    state.forward = None
+                    self._model.use_channel(camera, None)
+        self._model.put(camera, frame)
 
     # -- output (result stage thread) --------------------------------------------------------
 
-    def _on_result(self, camera: str, frame: InputFrame, detections: Detections) -> None:
+    def _on_result(self, camera: str, frame: FrameResult, detections: Detections) -> None:
         if self._stopping.is_set():
             return
         state = self._cameras[camera]
@@ -354,22 +420,34 @@ class DetectorNode(Node):
         if stamp_plausible(frame.stamp_ns, now_ns):  # stamp 0 or ahead: no latency to speak of
             state.latency.add((now_ns - frame.stamp_ns) / 1e9)
         state.processed.tick()
-        if self._annotate == 'always' or (
-                self._annotate == 'auto' and state.annotated_pub.get_subscription_count() > 0):
+        pixels = self._pixels_of(camera, state, frame) if self._draws(state) else None
+        if pixels is not None:
             ids = track_ids.tolist()
             labels = [f'#{t}' if t != NO_TRACK_ID else '' for t in ids]
             trails = state.tracker.trails() if state.tracker is not None else {}
-            canvas = draw_detections(host_pixels(frame.image), detections,
-                                     self._detector.class_names, labels,
+            canvas = draw_detections(pixels, detections, self._class_names, labels,
                                      [trails.get(t) for t in ids])
             header = Header(stamp=stamp_from_ns(frame.stamp_ns), frame_id=frame.frame_id)
             state.annotated_pub.publish(image_from_array(canvas, 'bgr8', header))
 
-    def _detections_out(self, frame: InputFrame, detections: Detections,
+    def _pixels_of(self, camera: str, state: _CameraState,
+                   frame: FrameResult) -> Optional[np.ndarray]:
+        """The BGR pixels of a result's frame, to draw on: from the frames the model process
+        wrote for drawing (from the moment it heard that this camera is drawn), or where shared
+        memory cannot be used, from the image_raw frames this node handed over lately."""
+        if not self._pixel_channels:
+            return next((image for stamp, image in state.recent if stamp == frame.stamp_ns),
+                        None)
+        if state.pixel_reader is None:
+            state.pixel_reader = FrameReader(self._pixel_channels[camera])
+        got = state.pixel_reader.copy_by_stamp(frame.stamp_ns)
+        return None if got is None else got[1]
+
+    def _detections_out(self, frame: FrameResult, detections: Detections,
                         track_ids: np.ndarray):
         """The Detection2DArray of one frame, as serialized bytes where they were checked to
         read back right (detections_cdr.py: 10x less Python), else as a message object."""
-        names = self._detector.class_names
+        names = self._class_names
         labels = [names[c] if c < len(names) else str(c) for c in detections.class_ids.tolist()]
         ids = [str(t) if t != NO_TRACK_ID else '' for t in track_ids.tolist()]
         build = detection_array_bytes if self._raw_detections else detection_array_message
@@ -380,19 +458,24 @@ class DetectorNode(Node):
         info = LabelInfo(header=Header(stamp=self.get_clock().now().to_msg()),
                          threshold=float(self._confidence_threshold))
         info.class_map = [VisionClass(class_id=i, class_name=name)
-                          for i, name in enumerate(self._detector.class_names)]
+                          for i, name in enumerate(self._class_names)]
         return info
 
     # -- diagnostics -------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
+        if self._fatal is not None:
+            raise RuntimeError(self._fatal)  # ends the spin: exit code 1, the launcher restarts
         now_s = time.monotonic()
         fqn = self.get_fully_qualified_name()
+        stats = self._model.stats()
         statuses = []
         for camera, state in self._cameras.items():
-            counts = self._collector.counts(camera)
+            counts = stats.counts.get(camera, NO_COUNTS) if stats is not None else NO_COUNTS
             seen = state.input_counts()
-            shared = self._shared.counts(camera) if self._shared is not None else None
+            shared: Optional[SharedCounts] = None
+            if self._channels:
+                shared = stats.shared.get(camera) if stats is not None else SharedCounts(0, 0)
             latency = state.latency.percentiles_ms(50, 95)
             source = source_state(now_s, seen.last_frame_s, seen.last_no_signal_s,
                                   seen.usual_interval_s)
@@ -423,47 +506,49 @@ class DetectorNode(Node):
                 frames_too_large=seen.too_large + (shared.too_large if shared else 0),
                 stamps_invalid=seen.stamps_invalid)
             statuses.append(diagnostic_status(level, report_name(fqn, camera), message, report))
-        batches = self._worker.batch_summary()
-        inference = self._worker.inference_time.percentiles_ms(50, 95)
+        batches = stats.batches if stats is not None else NO_BATCHES
+        nan = float('nan')
+        inference = stats.inference_ms if stats is not None else {50: nan, 95: nan}
+        info = self._model_info
         report = ModelReport(
-            device=self._detector.device, model=self._detector.description,
-            model_memory_mb=self._detector.memory_bytes() / 2**20,
+            device=info.device, model=info.description,
+            model_memory_mb=(stats.memory_bytes if stats is not None else 0) / 2**20,
             batches=batches['batches'], batch_size_mean=batches['mean'],
             batch_size_max=batches['max'],
             batch_sizes=' '.join(f'{k}:{v}' for k, v in batches['histogram'].items()),
             inference_p50_ms=inference[50], inference_p95_ms=inference[95],
-            inference_errors=batches['errors'], **_cuda_memory(self._detector.device))
+            inference_errors=batches['errors'],
+            **(stats.cuda_memory_mb if stats is not None else {}))
         level = DiagnosticStatus.WARN if batches['errors'] else DiagnosticStatus.OK
         statuses.append(diagnostic_status(level, report_name(fqn, MODEL_SUFFIX),
-                                          self._detector.description, report))
+                                          info.description, report))
         self._diag_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=statuses))
 
     def destroy_node(self) -> None:
         self._stopping.set()
-        stages = [stage for stage in (self._worker, self._results) if stage is not None]
-        for stage in stages:
-            stage.stop(timeout_s=0)  # both at once: neither waits behind the other
-        for stage in stages:
-            stage.stop(timeout_s=1.5)
-        if self._shared is not None and (self._worker is None or self._worker.stopped):
-            self._shared.close()  # the inference thread's readers and page-locks
+        if self._results is not None:
+            self._results.stop(timeout_s=0)  # at once: it does not wait behind the model
+        if self._model is not None:
+            self._model.stop()
+        for state in self._cameras.values():
+            with state.forward_lock:
+                if state.forward is not None:
+                    state.forward.close()  # unlinks its segment
+            if state.pixel_reader is not None:
+                state.pixel_reader.close()
+        for channel in self._pixel_channels.values():
+            remove_stale_segments(channel)  # their writer, the model process, has ended
+        if self._results is not None:
+            self._results.stop(timeout_s=1.0)
         logging.getLogger(CORE_LOGGER).removeHandler(self._log_handler)
         super().destroy_node()
 
     def needs_hard_exit(self) -> bool:
-        """Always: once the node is destroyed nothing is left to release, and unloading torch's
-        native libraries at interpreter exit takes 1-3 s (measured with `import torch` alone),
-        longer than the 2 s a node may take to stop."""
+        """Always: once the node is destroyed (its model process stopped) nothing is left to
+        release, and the interpreter's teardown would only spend time of the 2 s a node may
+        take to stop."""
         return True
-
-
-def _cuda_memory(device: str) -> Dict[str, float]:
-    if not device.startswith('cuda'):
-        return {}
-    import torch
-    return {'cuda_allocated_mb': torch.cuda.memory_allocated(device) / 2**20,
-            'cuda_reserved_mb': torch.cuda.memory_reserved(device) / 2**20}
 
 
 # On the CPU, torch's OpenMP threads spin while they wait; beside the node's other threads on

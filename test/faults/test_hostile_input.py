@@ -28,7 +28,9 @@ pytestmark = pytest.mark.timeout(180)
 
 RELIABLE_1 = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 DEEP = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-CASES = ['/good', '/huge', '/wide', '/giant', '/zero', '/future', '/garbage', '/down']
+CASES = ['/good', '/huge', '/wide', '/giant', '/zero', '/future', '/garbage', '/down',
+         '/longid']
+LONG_FRAME_ID = 'camera_' + 'x' * 90  # longer than shared memory carries: over the pipe
 MAX_PIXELS = 20_000  # 160 x 90 = 14,400 passes; 170 x 130 = 22,100 does not
 MAX_BYTES = 50_000  # 160 x 90 bgr8 = 43,200 passes; bgra8 = 57,600 does not
 # Up to twice the limits a frame passes the middleware's content filter and is refused (and
@@ -77,7 +79,8 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
                     and 'refused by the middleware' in str(diagnostics.messages[-1])
                     and values['/zero'].get('frames_processed', '0') != '0'
                     and values['/future'].get('frames_processed', '0') != '0'
-                    and values['/down'].get('source') == 'no_signal')
+                    and values['/down'].get('source') == 'no_signal'
+                    and detections['/longid'].count() > 0)
 
         def done() -> bool:
             return settled() and detections['/good'].count() >= 10
@@ -94,6 +97,8 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
                 pubs['/giant'].publish(image_from_array(giant, 'bgr8', header))
             pubs['/wide'].publish(image_from_array(bgra, 'bgra8', header))
             pubs['/zero'].publish(image_from_array(small, 'bgr8', Header(frame_id='cam')))
+            pubs['/longid'].publish(image_from_array(small, 'bgr8', Header(
+                stamp=stamp_from_ns(now_ns), frame_id=LONG_FRAME_ID)))
             ahead = Header(stamp=stamp_from_ns(now_ns + 3600 * 10**9), frame_id='cam')
             pubs['/future'].publish(image_from_array(small, 'bgr8', ahead))
             pubs['/garbage'].publish(b'\x00\x01\x00\x00' + bytes(range(7)) * 3)  # no Image
@@ -115,6 +120,7 @@ def test_each_hostile_camera_is_contained_and_counted(ros_context, detector):
         assert math.isnan(float(values['latency_p50_ms'])), (case, values['latency_p50_ms'])
         assert detections[case].count() > 0, case
     assert report(diagnostics, '/down')['source'] == 'no_signal'
+    assert {m.header.frame_id for m in detections['/longid'].messages} == {LONG_FRAME_ID}
     assert report(diagnostics, '/down')['frames_invalid'] == '0'
     feeder.destroy_node()
 
