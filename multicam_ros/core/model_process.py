@@ -26,7 +26,9 @@ The pipe carries pickled tuples:
 
 Lifetime: the child ignores SIGINT and SIGTERM (a Ctrl-C in a terminal reaches the whole process
 group; the node stops its child itself) and ends when its pipe closes, that is when the node's
-process ends however it ends, or at once by the kernel's parent-death signal.
+process ends however it ends (the kernel closes the node's end; no other process holds it).
+Not the kernel's parent-death signal: that fires when the *thread* that started the child ends,
+which need not be the node's end.
 """
 import logging
 import os
@@ -282,10 +284,8 @@ class _LogToParent(logging.Handler):
 def serve(conn: Connection, spec: _Spec) -> None:
     """The child's main: load the model, then serve batches until told to stop or until the
     pipe closes. Leaves through os._exit: torch's teardown takes seconds, for nothing."""
-    from multicam_ros.core.process import set_parent_death_signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    set_parent_death_signal(signal.SIGKILL)
     link = _Link(conn)
     core = logging.getLogger('multicam_ros')
     core.handlers[:] = [_LogToParent(link)]

@@ -93,7 +93,7 @@ PARENT_PID_ENV = 'MULTICAM_ROS_PARENT_PID'
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def set_parent_death_signal(sig: int) -> bool:
+def _set_parent_death_signal(sig: int) -> bool:
     """prctl(PR_SET_PDEATHSIG, sig): the kernel sends ``sig`` to this process when the thread
     that forked it ends. True if the kernel took it."""
     import ctypes
@@ -154,7 +154,7 @@ def exit_with_parent(environ: Optional[Mapping[str, str]] = None,
     parent = expected_parent_pid(environ)
     if parent is None or not sys.platform.startswith('linux'):
         return True
-    set_parent_death_signal(sig)
+    _set_parent_death_signal(sig)
     # Checked after the request: a parent that dies from now on sends the signal.
     if os.getppid() == parent:
         return True
