@@ -15,7 +15,8 @@ import pytest
 
 from multicam_ros.core import shm_frames
 from multicam_ros.core.frames import InputFrame
-from multicam_ros.core.model_process import CAMERA_CHANNEL, FORWARD_CHANNEL, ModelProcess
+from multicam_ros.core.model_process import CAMERA_CHANNEL, FORWARD_CHANNEL, NO_STATS, \
+    ModelProcess
 from multicam_ros.core.models.base import ModelConfig
 from multicam_ros.core.settings import ConfigError
 
@@ -105,7 +106,7 @@ def test_frames_over_the_pipe_come_back_with_their_detections(center_box_model):
         model.put('/a', frame(2000))
         model.put('/b', frame(2000))
         assert wait_for(lambda: len(got.of('/a')) == 2 and got.of('/b'), 20.0)
-        assert wait_for(lambda: model.stats() is not None
+        assert wait_for(lambda: model.stats() is not NO_STATS
                         and model.stats().counts['/a'].processed == 2, 5.0)
         stats = model.stats()
         assert stats.batches['batches'] >= 2 and stats.inference_ms[50] > 0
@@ -139,7 +140,7 @@ def test_frames_from_shared_memory_only_while_active_and_never_older(center_box_
         assert wait_for(lambda: got.of('/a')[-1].stamp_ns == 8000, 20.0)
         last = got.of('/a')[-1]
         assert last.shared and last.skipped == 2
-        assert wait_for(lambda: model.stats() is not None
+        assert wait_for(lambda: model.stats() is not NO_STATS
                         and model.stats().shared['/a'].frames == 2, 5.0)
 
 

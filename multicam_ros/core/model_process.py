@@ -46,8 +46,10 @@ from multicam_ros.core.batching import BatchCollector, CameraCounts
 from multicam_ros.core.frames import InputFrame, host_pixels
 from multicam_ros.core.models.base import Detections, ModelConfig
 from multicam_ros.core.settings import ConfigError
+from multicam_ros.core.shm_frames import FrameWriter
 
 _LOG = logging.getLogger(__name__)
+_CORE_LOGGER = 'multicam_ros'  # every core module's logger is under it
 STATS_PERIOD_S = 0.5
 START_TIMEOUT_S = 600.0  # loading a model: first CUDA start, torchvision weights from disk
 STOP_TIMEOUT_S = 1.5
@@ -89,6 +91,12 @@ class ModelStats:
     shared: Dict[str, object] = field(default_factory=dict)  # per camera, SharedCounts
 
 
+# Before the model side's first counters: nothing yet.
+NO_STATS = ModelStats(batches={'batches': 0, 'mean': 0.0, 'max': 0, 'histogram': {}, 'errors': 0},
+                      inference_ms={50: float('nan'), 95: float('nan')}, memory_bytes=0,
+                      cuda_memory_mb={}, counts={})
+
+
 @dataclass(frozen=True)
 class _Spec:
     """Everything the child needs, sent to it once."""
@@ -122,13 +130,12 @@ class ModelProcess:
                            dict(forward_channels or {}), dict(pixel_channels or {}),
                            max_batch_size,
                            max_pixels, max_bytes,
-                           logging.getLogger('multicam_ros').getEffectiveLevel())
+                           logging.getLogger(_CORE_LOGGER).getEffectiveLevel())
         self._on_results = on_results
         self._on_exit = on_exit
         self._process = None
-        self._conn = None
-        self._send_lock = threading.Lock()
-        self._stats: Optional[ModelStats] = None
+        self._link: Optional[_Link] = None
+        self._stats = NO_STATS
         self._stopping = False
         self._pixels: FrozenSet[str] = frozenset()
         self._receiver: Optional[threading.Thread] = None
@@ -148,25 +155,26 @@ class ModelProcess:
             self._process = subprocess.Popen(
                 [sys.executable, '-m', __name__, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
-            self._conn = Connection(os.dup(mine.fileno()))
-        self._conn.send(self._spec)
+            self._link = _Link(Connection(os.dup(mine.fileno())))
+        conn = self._link.conn
+        conn.send(self._spec)
         deadline = time.monotonic() + timeout_s
-        while not self._conn.poll(0.1):
-            if self._process.poll() is not None:
-                raise RuntimeError(f'the model process ended while starting (exit code '
-                                   f'{self._process.returncode})')
-            if time.monotonic() > deadline:
-                raise RuntimeError(f'the model process did not load the model in {timeout_s:g} s')
-        while True:
+        message = ('log',)
+        while message[0] == 'log':  # the model side's log lines while it loads, then its word
+            while not conn.poll(0.1):
+                if self._process.poll() is not None:
+                    raise RuntimeError(f'the model process ended while starting (exit code '
+                                       f'{self._process.returncode})')
+                if time.monotonic() > deadline:
+                    raise RuntimeError('the model process did not load the model in '
+                                       f'{timeout_s:g} s')
             try:
-                message = self._conn.recv()
+                message = conn.recv()
             except EOFError:
                 raise RuntimeError('the model process ended while starting (exit code '
                                    f'{self._process.wait()})') from None
             if message[0] == 'log':
                 _emit(message)
-                continue
-            break
         if message[0] == 'failed':
             _, kind, text = message
             raise ConfigError(text) if kind == 'config' else RuntimeError(text)
@@ -192,8 +200,8 @@ class ModelProcess:
             self._pixels = cameras
             self._send(('pixels', cameras))
 
-    def stats(self) -> Optional[ModelStats]:
-        """The latest counters from the model side (None before the first)."""
+    def stats(self) -> ModelStats:
+        """The latest counters from the model side (NO_STATS before the first)."""
         return self._stats
 
     @property
@@ -213,21 +221,16 @@ class ModelProcess:
             self._process.wait(1.0)
         if self._receiver is not None:
             self._receiver.join(1.0)
-        self._conn.close()
+        self._link.conn.close()
 
     def _send(self, message: tuple) -> None:
-        if self._conn is None:
-            return
-        with self._send_lock:
-            try:
-                self._conn.send(message)
-            except OSError:
-                pass  # the child is gone (the receiving thread says so), or it was stopped
+        if self._link is not None:
+            self._link.send(message)  # False: gone (the receiving thread says so) or stopped
 
     def _receive(self) -> None:
         while True:
             try:
-                message = self._conn.recv()
+                message = self._link.conn.recv()
             except (EOFError, OSError):
                 break
             kind = message[0]
@@ -257,7 +260,7 @@ def _emit(message: tuple) -> None:
 # -- the child ---------------------------------------------------------------------------------
 
 class _Link:
-    """The child's end of the pipe, shared by its threads."""
+    """One end of the pipe, sent on by several threads."""
 
     def __init__(self, conn) -> None:
         self.conn = conn
@@ -268,7 +271,7 @@ class _Link:
             try:
                 self.conn.send(message)
                 return True
-            except (BrokenPipeError, ConnectionResetError, OSError):
+            except OSError:  # the other end is gone, or this one was closed
                 return False
 
 
@@ -287,7 +290,7 @@ def serve(conn: Connection, spec: _Spec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     link = _Link(conn)
-    core = logging.getLogger('multicam_ros')
+    core = logging.getLogger(_CORE_LOGGER)
     core.handlers[:] = [_LogToParent(link)]
     core.setLevel(spec.log_level)
     core.propagate = False
@@ -422,7 +425,6 @@ class _Server:
     def _write_pixels(self, camera: str, frame: InputFrame) -> None:
         """The frame, as the model got it, into the camera's pixel channel (one copy; from the
         device where it was uploaded straight from shared memory)."""
-        from multicam_ros.core.shm_frames import FrameWriter
         channel = self._spec.pixel_channels.get(camera)
         if channel is None:
             return

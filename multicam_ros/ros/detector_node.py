@@ -56,8 +56,8 @@ from multicam_ros.ros.node_main import CORE_LOGGER, declare_params, forward_core
 
 PATH_CHECK_PERIOD_S = 0.5  # how often frame_path auto looks for cameras' shared memory
 NO_COUNTS = CameraCounts(0, 0, 0)
+NO_SHARED = SharedCounts(0, 0)
 RECENT_FRAMES = 3  # image_raw frames kept per camera for drawing on once their results come
-NO_BATCHES = {'batches': 0, 'mean': 0.0, 'max': 0, 'histogram': {}, 'errors': 0}
 SHARED_MEMORY = 'shared_memory'
 SUBSCRIPTION = 'subscription'
 
@@ -471,11 +471,9 @@ class DetectorNode(Node):
         stats = self._model.stats()
         statuses = []
         for camera, state in self._cameras.items():
-            counts = stats.counts.get(camera, NO_COUNTS) if stats is not None else NO_COUNTS
+            counts = stats.counts.get(camera, NO_COUNTS)
             seen = state.input_counts()
-            shared: Optional[SharedCounts] = None
-            if self._channels:
-                shared = stats.shared.get(camera) if stats is not None else SharedCounts(0, 0)
+            shared = stats.shared.get(camera, NO_SHARED) if self._channels else None
             latency = state.latency.percentiles_ms(50, 95)
             source = source_state(now_s, seen.last_frame_s, seen.last_no_signal_s,
                                   seen.usual_interval_s)
@@ -506,19 +504,16 @@ class DetectorNode(Node):
                 frames_too_large=seen.too_large + (shared.too_large if shared else 0),
                 stamps_invalid=seen.stamps_invalid)
             statuses.append(diagnostic_status(level, report_name(fqn, camera), message, report))
-        batches = stats.batches if stats is not None else NO_BATCHES
-        nan = float('nan')
-        inference = stats.inference_ms if stats is not None else {50: nan, 95: nan}
+        batches, inference = stats.batches, stats.inference_ms
         info = self._model_info
         report = ModelReport(
             device=info.device, model=info.description,
-            model_memory_mb=(stats.memory_bytes if stats is not None else 0) / 2**20,
+            model_memory_mb=stats.memory_bytes / 2**20,
             batches=batches['batches'], batch_size_mean=batches['mean'],
             batch_size_max=batches['max'],
             batch_sizes=' '.join(f'{k}:{v}' for k, v in batches['histogram'].items()),
             inference_p50_ms=inference[50], inference_p95_ms=inference[95],
-            inference_errors=batches['errors'],
-            **(stats.cuda_memory_mb if stats is not None else {}))
+            inference_errors=batches['errors'], **stats.cuda_memory_mb)
         level = DiagnosticStatus.WARN if batches['errors'] else DiagnosticStatus.OK
         statuses.append(diagnostic_status(level, report_name(fqn, MODEL_SUFFIX),
                                           info.description, report))
