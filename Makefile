@@ -32,7 +32,8 @@ test: $(PY)
 
 # The CUDA paths (device placement, fp16, letterboxing on the GPU), on a machine with a GPU.
 test-gpu: $(PY)
-	$(PY) -m pytest -m gpu test/test_models.py test/test_box_mapping.py test/test_shm_frames.py
+	$(PY) -m pytest -m gpu test/test_models.py test/test_box_mapping.py test/test_shm_frames.py \
+	  test/test_model_process.py test/test_torchvision_batched.py
 
 lint: $(PY)
 	$(PY) -m flake8 multicam_ros test tools bench launch

@@ -1,6 +1,7 @@
 """The model in a process of its own (core/model_process.py): a real child interpreter with a
 real TorchScript model, frames over its pipe and from real shared memory. ROS-free."""
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -142,6 +143,41 @@ def test_frames_from_shared_memory_only_while_active_and_never_older(center_box_
         assert last.shared and last.skipped == 2
         assert wait_for(lambda: model.stats() is not NO_STATS
                         and model.stats().shared['/a'].frames == 2, 5.0)
+
+
+@needs_shm
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+def test_720p_shared_memory_frames_give_the_same_boxes_on_each_device(center_box_model, device):
+    """On CUDA the child page-locks the camera's slots and uploads each frame straight from
+    them (counted as in place); on the CPU it copies. Either way the boxes are the model's,
+    mapped back to the 720p frame, and a pipe frame beside them gets the same."""
+    channel = f'test_model_process/{uuid.uuid4().hex[:12]}'
+    got = Results()
+    config = dataclasses.replace(scripted(center_box_model), device=device)
+    model = ModelProcess(config, ['/a'], 4, got.on_results, got.on_exit,
+                         channels={'/a': channel})
+    info = model.start()
+    try:
+        assert info.device.startswith(device)
+        image = np.full((720, 1280, 3), 50, np.uint8)
+        with shm_frames.FrameWriter(channel) as writer:
+            model.use_channel('/a', CAMERA_CHANNEL)
+            writer.write(image, 1000, 'cam_720p')
+            assert wait_for(lambda: got.of('/a'), 60.0)
+            model.put('/a', InputFrame(image=image, stamp_ns=2000, received_s=time.monotonic(),
+                                       frame_id='cam_720p'))
+            assert wait_for(lambda: len(got.of('/a')) == 2, 20.0)
+        shared, piped = got.of('/a')
+        assert (shared.stamp_ns, shared.shared, piped.stamp_ns, piped.shared) == (
+            1000, True, 2000, False)
+        for result in (shared, piped):  # 80 px of the 320 px input, 4x: centred in 1280x720
+            np.testing.assert_allclose(result.detections.boxes_xyxy, [[480, 200, 800, 520]])
+        assert wait_for(lambda: model.stats() is not NO_STATS
+                        and model.stats().shared['/a'].frames == 1, 5.0)
+        assert model.stats().shared['/a'].in_place == (1 if device == 'cuda' else 0)
+    finally:
+        model.stop()
+    assert got.exits == []
 
 
 def test_a_bad_model_setting_fails_the_start_naming_it(tmp_path):
