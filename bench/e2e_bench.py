@@ -1303,7 +1303,7 @@ def model_values(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         values['model.backend'] = args.model_backend or 'torchscript'
         values['model.path'] = str(Path(args.model).resolve())
         if args.input_size:
-            values['model.input_size'] = args.input_size
+            values['input_size'] = args.input_size
     else:
         values['model.backend'] = args.model_backend or 'torchvision'
         values['model.name'] = 'fasterrcnn_mobilenet_v3_large_320_fpn'
@@ -1575,7 +1575,7 @@ def build_parser() -> argparse.ArgumentParser:
                         'torchvision fasterrcnn_mobilenet_v3_large_320_fpn, random weights)')
     parser.add_argument('--model-backend', help='model.backend (default torchscript with '
                         '--model, else torchvision)')
-    parser.add_argument('--input-size', type=int, help='model.input_size with --model')
+    parser.add_argument('--input-size', type=int, help='input_size (of the detector) with --model')
     parser.add_argument('--model-param', action='append', default=[], metavar='KEY=VALUE',
                         help='another model setting for all systems, e.g. half=true')
     parser.add_argument('--detector-param', action='append', default=[], metavar='KEY=VALUE',

@@ -29,6 +29,29 @@ def short(frame: str) -> str:
     return f'{name} ({file})' if file else name
 
 
+def split_thread(frames: List[str]) -> Tuple[str, List[str]]:
+    """A sample's thread label and its stack. py-spy puts the thread first ('thread (TID):
+    name'), with `--subprocesses` after one 'process PID:"command"' frame per process from the
+    profiled one down to the sampled one: the label then names the innermost process."""
+    for index, frame in enumerate(frames):
+        if frame.startswith('thread ('):
+            processes = [f for f in frames[:index] if f.startswith('process ')]
+            if not processes:
+                return frame, frames[index + 1:]
+            return f'{process_name(processes[-1])}, {frame}', frames[index + 1:]
+    return frames[0], frames[1:]
+
+
+def process_name(frame: str) -> str:
+    """'process 15216:"/usr/bin/python3 -m multicam_ros.core.model_process 24"' ->
+    'pid 15216 (multicam_ros.core.model_process)'."""
+    pid, _, command = frame[len('process '):].partition(':')
+    words = command.strip('"').split()
+    name = words[words.index('-m') + 1] if '-m' in words[:-1] else (
+        words[0].rsplit('/', 1)[-1] if words else '?')
+    return f'pid {pid} ({name})'
+
+
 def summarise(path: Path, top: int) -> str:
     stacks = read(path)
     total = sum(count for _, count in stacks) or 1
@@ -36,11 +59,11 @@ def summarise(path: Path, top: int) -> str:
     leaves: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
     inclusive: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
     for frames, count in stacks:
-        thread = frames[0]
+        thread, stack = split_thread(frames)
         per_thread[thread] += count
-        if len(frames) > 1:
-            leaves[thread][short(frames[-1])] += count
-            for frame in {short(f) for f in frames[1:]}:
+        if stack:
+            leaves[thread][short(stack[-1])] += count
+            for frame in {short(f) for f in stack}:
                 inclusive[thread][frame] += count
     lines = [f'{path.name}: {total} samples']
     for thread, count in sorted(per_thread.items(), key=lambda kv: -kv[1]):
