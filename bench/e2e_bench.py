@@ -1444,14 +1444,17 @@ def detector_lines(results: Dict[str, Any]) -> List[str]:
             f'{_fmt(diagnostics.get("detector_processed_fps"), 1)} | '
             f'{_fmt(diagnostics.get("detector_dropped_fps"), 1)} | '
             f'{model.get("batch_size_mean", "—")} | {model.get("inference_p50_ms", "—")} | '
-            f'{model.get("inference_p95_ms", "—")} | {model.get("cuda_reserved_mb", "—")} | '
+            f'{model.get("inference_p95_ms", "—")} | {model.get("inference_max_ms", "—")} | '
+            f'{model.get("results_handover_max_ms", "—")} | '
+            f'{model.get("cuda_reserved_mb", "—")} | '
             f'{paths or "—"} |')
     if not rows:
         return []
     return ['', 'System a as its detector reports it (/diagnostics, last report in the window):',
             '', '| N | system | processed fps | dropped fps (slot overwritten) | mean batch | '
-            'inference p50 ms | inference p95 ms | CUDA reserved MB | frame path |',
-            '|---:|---|---:|---:|---:|---:|---:|---:|---|', *rows]
+            'inference p50 ms | inference p95 ms | inference max ms | results hand-over max ms | '
+            'CUDA reserved MB | frame path |',
+            '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|', *rows]
 
 
 def ratio_lines(results: Dict[str, Any]) -> List[str]:

@@ -229,6 +229,9 @@ def test_overload_drops_frames_and_latency_stays_bounded(node_launcher, ros_cont
     latencies_s = [(received - stamp_ns(m.header)) / 1e9 for r in results
                    for received, m in r.items]
     inference_p95_s = float(model['inference_p95_ms']) / 1000
+    assert float(model['inference_max_ms']) / 1000 >= inference_p95_s, model
+    assert 0 <= float(model['results_handover_p95_ms']) <= float(
+        model['results_handover_max_ms']), model
     assert int(camera['frames_dropped']) > 0, camera
     # About one batch of latency, whatever the load: waiting for the batch in flight, then
     # its own batch, plus transport; a growing queue would grow without bound instead.

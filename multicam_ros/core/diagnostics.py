@@ -99,6 +99,10 @@ class ModelReport:
     inference_p50_ms: float
     inference_p95_ms: float
     inference_errors: int
+    inference_max_ms: Optional[float] = None  # the longest of the last batches
+    # handing a batch's results over to the node (the whole loop is collect, inference, this)
+    results_handover_p95_ms: Optional[float] = None
+    results_handover_max_ms: Optional[float] = None
     cuda_allocated_mb: Optional[float] = None  # None off CUDA
     cuda_reserved_mb: Optional[float] = None
 

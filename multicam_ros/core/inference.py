@@ -74,7 +74,8 @@ class InferenceWorker(_SlotThread):
         self._max_batch_size = max_batch_size
         self._lock = threading.Lock()
         self.batch_sizes: Counter[int] = collections.Counter()
-        self.inference_time = LatencyWindow()
+        self.inference_time = LatencyWindow()  # a batch through `stage` and the model
+        self.handover_time = LatencyWindow()  # its results through on_result and on_batch_done
         self.errors = 0
         self.result_errors = 0
 
@@ -102,7 +103,8 @@ class InferenceWorker(_SlotThread):
                     last_error = text
                 continue
             last_error = ''
-            self.inference_time.add(time.monotonic() - started_s)
+            inferred_s = time.monotonic()
+            self.inference_time.add(inferred_s - started_s)
             with self._lock:
                 self.batch_sizes[len(batch)] += 1
             for (camera, frame), detections in zip(batch, results):
@@ -125,6 +127,7 @@ class InferenceWorker(_SlotThread):
                         return
                     self._report_once(f'handing over a batch failed: {type(exc).__name__}: '
                                       f'{exc}')
+            self.handover_time.add(time.monotonic() - inferred_s)
 
     def batch_summary(self) -> dict:
         """Counts of batches by size, largest and mean size, total batches."""

@@ -51,6 +51,8 @@ from multicam_ros.core.shm_frames import FrameWriter
 _LOG = logging.getLogger(__name__)
 _CORE_LOGGER = 'multicam_ros'  # every core module's logger is under it
 STATS_PERIOD_S = 0.5
+INFERENCE_PERCENTS = (50, 95, 100)  # of the last batches' times, in ModelStats (100: the longest)
+HANDOVER_PERCENTS = (95, 100)
 START_TIMEOUT_S = 600.0  # loading a model: first CUDA start, torchvision weights from disk
 STOP_TIMEOUT_S = 1.5
 CAMERA_CHANNEL = 'camera'  # the camera_node's own channel
@@ -84,7 +86,8 @@ class ModelStats:
     """The model side's counters, sent every STATS_PERIOD_S."""
 
     batches: dict  # InferenceWorker.batch_summary()
-    inference_ms: Dict[int, float]  # percentile -> ms
+    inference_ms: Dict[int, float]  # percentile (50, 95, 100) -> ms, of a batch's inference
+    handover_ms: Dict[int, float]  # percentile (95, 100) -> ms, of handing its results over
     memory_bytes: int
     cuda_memory_mb: Dict[str, float]  # cuda_allocated_mb, cuda_reserved_mb (CUDA only)
     counts: Dict[str, CameraCounts]  # per camera, BatchCollector.counts
@@ -93,8 +96,9 @@ class ModelStats:
 
 # Before the model side's first counters: nothing yet.
 NO_STATS = ModelStats(batches={'batches': 0, 'mean': 0.0, 'max': 0, 'histogram': {}, 'errors': 0},
-                      inference_ms={50: float('nan'), 95: float('nan')}, memory_bytes=0,
-                      cuda_memory_mb={}, counts={})
+                      inference_ms=dict.fromkeys(INFERENCE_PERCENTS, float('nan')),
+                      handover_ms=dict.fromkeys(HANDOVER_PERCENTS, float('nan')),
+                      memory_bytes=0, cuda_memory_mb={}, counts={})
 
 
 @dataclass(frozen=True)
@@ -458,7 +462,8 @@ class _Server:
                     'cuda_reserved_mb': torch.cuda.memory_reserved(device) / 2**20}
         return ModelStats(
             batches=self._worker.batch_summary(),
-            inference_ms=self._worker.inference_time.percentiles_ms(50, 95),
+            inference_ms=self._worker.inference_time.percentiles_ms(*INFERENCE_PERCENTS),
+            handover_ms=self._worker.handover_time.percentiles_ms(*HANDOVER_PERCENTS),
             memory_bytes=self._detector.memory_bytes(), cuda_memory_mb=cuda,
             counts={camera: self._collector.counts(camera) for camera in cameras},
             shared={} if self._shared is None else {

@@ -504,7 +504,7 @@ class DetectorNode(Node):
                 frames_too_large=seen.too_large + (shared.too_large if shared else 0),
                 stamps_invalid=seen.stamps_invalid)
             statuses.append(diagnostic_status(level, report_name(fqn, camera), message, report))
-        batches, inference = stats.batches, stats.inference_ms
+        batches, inference, handover = stats.batches, stats.inference_ms, stats.handover_ms
         info = self._model_info
         report = ModelReport(
             device=info.device, model=info.description,
@@ -513,7 +513,9 @@ class DetectorNode(Node):
             batch_size_max=batches['max'],
             batch_sizes=' '.join(f'{k}:{v}' for k, v in batches['histogram'].items()),
             inference_p50_ms=inference[50], inference_p95_ms=inference[95],
-            inference_errors=batches['errors'], **stats.cuda_memory_mb)
+            inference_errors=batches['errors'], inference_max_ms=inference[100],
+            results_handover_p95_ms=handover[95], results_handover_max_ms=handover[100],
+            **stats.cuda_memory_mb)
         level = DiagnosticStatus.WARN if batches['errors'] else DiagnosticStatus.OK
         statuses.append(diagnostic_status(level, report_name(fqn, MODEL_SUFFIX),
                                           info.description, report))
