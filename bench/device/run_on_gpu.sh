@@ -13,6 +13,12 @@
 #   bash bench/device/run_on_gpu.sh --sweep gpu --model-backend nanodet \
 #     --model /tmp/e2e_models/nanodet-g/nanodet-g.torchscript --n 1,4,16,32,64 ...
 #
+# Against an earlier revision, in the same call (bench/device/pack_rev.sh REV here first; carry
+# ".compare" too): rounds of this checkout's points, then REV's, alternating so that the
+# machine's drift hits both alike; all results in $OUT/compare.tgz (one file), rows printed:
+#   bash bench/device/run_on_gpu.sh --against .compare/203f69b.tgz --rounds 2 --sweep gpu \
+#     --n 64 --systems a --paths shm --no-ceiling --seconds 6 --warmup 3
+#
 # Set-up is skipped when the same wheels are installed already (a machine still warm from the
 # previous call). Unless --deadline-s is given, the sweep gets one that ends it
 # E2E_CALL_LIMIT_S (default 570) seconds after this script started, so that the results are
@@ -36,8 +42,14 @@ fail() {
   tail -n 40 "$LOG" >&2
   exit 1
 }
-SETUP_ONLY=0
+SETUP_ONLY=0 AGAINST='' ROUNDS=1
 if [[ ${1:-} == --setup-only ]]; then SETUP_ONLY=1; shift; fi
+if [[ ${1:-} == --against ]]; then
+  AGAINST=${2:?--against needs a tarball from bench/device/pack_rev.sh}; shift 2
+  [[ -f $AGAINST ]] || { echo "!! run_on_gpu: --against $AGAINST: no such file" >&2; exit 2; }
+  if [[ ${1:-} == --rounds ]]; then ROUNDS=${2:?--rounds needs a number}; shift 2; fi
+  [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "!! run_on_gpu: --rounds $ROUNDS: want 1 or more" >&2; exit 2; }
+fi
 
 step "python: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
 compgen -G "$WHL/*.whl" >/dev/null \
@@ -94,12 +106,38 @@ fi
 step "set-up done"
 ((SETUP_ONLY)) && exit 0
 
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-args=("$@")
-[[ " $* " == *" --deadline-s "* ]] || args+=(--deadline-s $((CALL_LIMIT_S - SECONDS)))
-step "bench/e2e_bench.py ${args[*]}"
-"$PY" bench/e2e_bench.py --results-dir "$OUTDIR" --keep-dir /tmp/e2e_keep "${args[@]}" 2>&1 \
-  | tee "$OUTDIR/e2e_run.log"
-code=${PIPESTATUS[0]}
-step "finished with exit code $code"
+export PYTHONUNBUFFERED=1
+if [[ -z $AGAINST ]]; then
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  args=("$@")
+  [[ " $* " == *" --deadline-s "* ]] || args+=(--deadline-s $((CALL_LIMIT_S - SECONDS)))
+  step "bench/e2e_bench.py ${args[*]}"
+  "$PY" bench/e2e_bench.py --results-dir "$OUTDIR" --keep-dir /tmp/e2e_keep "${args[@]}" 2>&1 \
+    | tee "$OUTDIR/e2e_run.log"
+  code=${PIPESTATUS[0]}
+  step "finished with exit code $code"
+  exit "$code"
+fi
+
+# --against: each copy runs its own e2e_bench.py (and, through PYTHONPATH, its own package).
+rev=$(basename "$AGAINST" .tgz)
+other=/tmp/compare/$rev
+rm -rf "$other" && mkdir -p "$other" && tar -xzf "$AGAINST" -C "$other" \
+  || fail "unpacking $AGAINST failed"
+results=/tmp/compare/results && rm -rf "$results" && mkdir -p "$results"
+code=0
+for ((round = 1; round <= ROUNDS; round++)); do
+  for copy in head "$rev"; do
+    root=$PWD; [[ $copy == head ]] || root=$other
+    left=$((CALL_LIMIT_S - SECONDS))
+    name=${copy}_$round
+    step "round $round, $copy: bench/e2e_bench.py $* (deadline ${left} s)"
+    (cd "$root" && PYTHONPATH=$root "$PY" bench/e2e_bench.py --results-dir "$results/$name" \
+      --deadline-s "$left" "$@" > "$results/$name.log" 2>&1) || code=1
+    grep -E '^[|] [0-9]+ [|]' "$results/$name"/e2e_*.md 2>/dev/null | cut -d'|' -f2-12 \
+      || tail -n 5 "$results/$name.log"
+  done
+done
+tar -czf "$OUTDIR/compare.tgz" -C "$results" . || fail "packing the results failed"
+step "finished (exit $code): $OUTDIR/compare.tgz"
 exit "$code"
