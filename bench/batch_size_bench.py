@@ -5,8 +5,12 @@ specialises per shape), a stall that the steady figures of the other benchmarks 
 
 The back-end is loaded and run five times at the largest size (infer_loop.py), then every
 size from 1 to --max-batch runs in a shuffled order, --repeats times each; then the same order
-once more. Writes bench/results/batch_size_bench_<device>.json and .png (the first and the
-median of the later runs per size).
+once more. Each of --variants runs in a fresh process (TorchScript's JIT settings are
+process-wide): `default`; `dynamic`, the fuser told to compile shape-generic kernels from the
+first shape on (`torch.jit.set_fusion_strategy([('DYNAMIC', 10)])`; the default compiles two
+exact shapes, then up to ten generic ones); `no-fuser`, TorchScript's kernel fuser off. Writes
+bench/results/batch_size_bench_<device>.json and .png (the first and the median of the later
+runs per size, per variant).
 
     python bench/batch_size_bench.py nanodet \
         --model /tmp/e2e_models/nanodet-g/nanodet-g.torchscript
@@ -17,7 +21,9 @@ import argparse
 import json
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +45,20 @@ def timed(detector, frames, device: str) -> float:
     return (time.perf_counter() - started_s) * 1e3
 
 
+VARIANTS = ('default', 'dynamic', 'no-fuser')
+
+
+def apply_variant(variant: str) -> None:
+    import torch
+    if variant == 'dynamic':
+        torch.jit.set_fusion_strategy([('DYNAMIC', 10)])
+    elif variant == 'no-fuser':
+        torch._C._jit_set_texpr_fuser_enabled(False)
+
+
 def measure(backend: str, model: str, device: str, max_batch: int, repeats: int,
-            seed: int) -> dict:
+            seed: int, variant: str) -> dict:
+    apply_variant(variant)
     detector, frames = detector_and_frames(backend, model, max_batch, device)
     order = list(range(1, max_batch + 1))
     random.Random(seed).shuffle(order)
@@ -48,30 +66,32 @@ def measure(backend: str, model: str, device: str, max_batch: int, repeats: int,
     for size in order:
         runs = [timed(detector, frames[:size], device) for _ in range(repeats)]
         sizes[size] = {'first_ms': runs[0], 'later_ms': statistics.median(runs[1:])}
-        print(f'batch {size:3d}: first {runs[0]:8.1f} ms, later {sizes[size]["later_ms"]:7.1f} '
-              f'ms', flush=True)
+        print(f'{variant}: batch {size:3d}: first {runs[0]:8.1f} ms, later '
+              f'{sizes[size]["later_ms"]:7.1f} ms', flush=True)
     again = {size: timed(detector, frames[:size], device) for size in order}
     for size in order:
         sizes[size]['second_pass_ms'] = again[size]
-    return {'backend': backend, 'model': model or 'fasterrcnn_mobilenet_v3_large_320_fpn',
-            'description': detector.description, 'device': device, 'order': order,
-            'repeats': repeats, 'sizes': {str(k): v for k, v in sorted(sizes.items())}}
+    return {'description': detector.description, 'order': order,
+            'sizes': {str(k): v for k, v in sorted(sizes.items())}}
 
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    sizes = sorted(int(k) for k in results['sizes'])
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for key, label in (('first_ms', 'first batch of that size'),
-                       ('later_ms', f'median of the next {results["repeats"] - 1}'),
-                       ('second_pass_ms', 'once more, after all sizes')):
-        axes.plot(sizes, [results['sizes'][str(s)][key] for s in sizes], marker='o', label=label)
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for index, (variant, result) in enumerate(results['variants'].items()):
+        sizes = sorted(int(k) for k in result['sizes'])
+        later = f'median of the next {results["repeats"] - 1}'
+        for key, style, label in (('first_ms', '-', 'first batch of a size'),
+                                  ('later_ms', '--', later)):
+            axes.plot(sizes, [result['sizes'][str(s)][key] for s in sizes], style, marker='o',
+                      markersize=3, color=f'C{index}', label=f'{variant}: {label}')
     axes.set_xlabel('batch size')
     axes.set_ylabel('ms per batch')
     axes.set_yscale('log')
-    axes.set_title(f'{results["description"]} on {results["device"]}', fontsize=9)
+    axes.set_title(f'{results["backend"]} ({Path(results["model"]).name}) on '
+                   f'{results["device"]}: the first batch of each size', fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -85,12 +105,35 @@ def main() -> int:
     parser.add_argument('--max-batch', type=int, default=32)
     parser.add_argument('--repeats', type=int, default=4, help='runs per size, at least 2')
     parser.add_argument('--seed', type=int, default=0, help='of the shuffled order')
+    parser.add_argument('--variants', default=','.join(VARIANTS),
+                        help=f'comma-separated, of {", ".join(VARIANTS)}')
     parser.add_argument('--results-dir', type=Path, default=REPO / 'bench' / 'results')
+    parser.add_argument('--one', help=argparse.SUPPRESS)  # child: this variant, JSON to a file
     args = parser.parse_args()
-    if args.max_batch < 1 or args.repeats < 2:
-        parser.error('--max-batch wants 1 or more, --repeats 2 or more')
-    results = measure(args.backend, args.model, args.device, args.max_batch, args.repeats,
-                      args.seed)
+    variants = [v for v in args.variants.split(',') if v]
+    if args.max_batch < 1 or args.repeats < 2 or not set(variants) <= set(VARIANTS):
+        parser.error(f'--max-batch wants 1 or more, --repeats 2 or more, --variants some of '
+                     f'{", ".join(VARIANTS)}')
+    if args.one:
+        variant, out = args.one.split('=', 1)
+        Path(out).write_text(json.dumps(measure(
+            args.backend, args.model, args.device, args.max_batch, args.repeats, args.seed,
+            variant)))
+        return 0
+    results = {'backend': args.backend, 'device': args.device, 'repeats': args.repeats,
+               'model': args.model or 'fasterrcnn_mobilenet_v3_large_320_fpn', 'variants': {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        for variant in variants:
+            out = Path(scratch) / f'{variant}.json'
+            child = [sys.executable, __file__, args.backend, '--model', args.model, '--device',
+                     args.device, '--max-batch', str(args.max_batch), '--repeats',
+                     str(args.repeats), '--seed', str(args.seed), '--one', f'{variant}={out}']
+            if subprocess.run(child).returncode != 0 or not out.exists():
+                print(f'{variant}: failed', file=sys.stderr)
+                continue
+            results['variants'][variant] = json.loads(out.read_text())
+    if not results['variants']:
+        return 1
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stem = args.results_dir / f'batch_size_bench_{args.device.split(":")[0]}'
     stem.with_suffix('.json').write_text(json.dumps(results, indent=1) + '\n')
