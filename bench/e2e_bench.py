@@ -24,8 +24,9 @@ so all three run identical capture and back-end code; they differ in how frames 
 Measured per system and N after a warm-up, over a window of `--seconds`: frames processed/s in
 total and for the slowest camera, the fraction of offered (captured) frames processed, latency
 from capture stamp to result (p50, p99), CPU cores used (utime+stime deltas of every process of
-the system and its children, from /proc), host memory (RSS and PSS sums), GPU memory of the
-system's processes (nvidia-smi --query-compute-apps), and, once per call, the model-only
+the system and its children, from /proc), host memory (RSS and PSS sums; PSS read after the
+window), GPU memory of the system's processes (nvidia-smi --query-compute-apps, after the
+window: `--samples-in-window` reads both during it too), and, once per call, the model-only
 ceiling: the batched forward pass on frames already on the device at batch min(N,
 max_batch_size) (and `infer` on host frames, upload and post-processing included).
 
@@ -801,10 +802,18 @@ def gpu_used_mib() -> Optional[float]:
 
 
 class Sampler:
-    """CPU, host memory and GPU memory of a set of process trees over the window."""
+    """CPU, host memory and GPU memory of a set of process trees over the window.
 
-    def __init__(self, period_s: float = 1.0) -> None:
+    During the window only the cheap figures are read (process list, RSS from /proc/PID/stat,
+    every `period_s`); PSS (/proc/PID/smaps_rollup) and GPU memory (nvidia-smi) just before it
+    and again after it where the processes still run (the largest counts), unless
+    `heavy_in_window`: reading a CUDA process's smaps walks its whole address space under that
+    process's memory-map lock, and nvidia-smi talks to the driver the model uses, so either
+    could stall what is measured."""
+
+    def __init__(self, period_s: float = 1.0, heavy_in_window: bool = False) -> None:
         self.period_s = period_s
+        self.heavy_in_window = heavy_in_window
         self._roots: List[int] = []
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -819,7 +828,9 @@ class Sampler:
         self.gpu_baseline_mib = gpu_used_mib()
 
     def begin(self, roots: List[int]) -> None:
+        """Before the window opens (the heavy figures first, so that they are read before)."""
         self._roots = roots
+        self._heavy(process_tree(roots), pss=True, gpu=True)
         tree = process_tree(roots)
         self._ticks0 = cpu_ticks(tree)
         self._t0 = time.monotonic()
@@ -832,24 +843,28 @@ class Sampler:
             tree = process_tree(self._roots)
             self._procs.append(len(tree))
             self._rss.append(rss_bytes(tree))
-            if rounds % 5 == 0:
-                pss = pss_bytes(tree)
-                if pss is not None:
-                    self._pss.append(pss)
-            if rounds % 2 == 0:
-                apps = gpu_apps()
-                if apps is not None:
-                    mine = [mib for pid, mib in apps.items() if pid in tree]
-                    if mine or not apps:
-                        self._gpu_apps.append(sum(mine))
-                    else:  # pids from another namespace: take every app on the GPU
-                        self._gpu_matched = False
-                        self._gpu_apps.append(sum(apps.values()))
-                used = gpu_used_mib()
-                if used is not None:
-                    self._gpu_used.append(used)
+            if self.heavy_in_window:
+                self._heavy(tree, pss=rounds % 5 == 0, gpu=rounds % 2 == 0)
             rounds += 1
             self._stop.wait(self.period_s)
+
+    def _heavy(self, tree: List[int], pss: bool, gpu: bool) -> None:
+        if pss:
+            total = pss_bytes(tree)
+            if total is not None:
+                self._pss.append(total)
+        if gpu:
+            apps = gpu_apps()
+            if apps is not None:
+                mine = [mib for pid, mib in apps.items() if pid in tree]
+                if mine or not apps:
+                    self._gpu_apps.append(sum(mine))
+                else:  # pids from another namespace: take every app on the GPU
+                    self._gpu_matched = False
+                    self._gpu_apps.append(sum(apps.values()))
+            used = gpu_used_mib()
+            if used is not None:
+                self._gpu_used.append(used)
 
     def end(self) -> Dict[str, Any]:
         ticks1 = cpu_ticks(process_tree(self._roots))
@@ -857,6 +872,9 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=15)
+        tree = process_tree(self._roots)
+        if tree:  # system a still runs after its probes stopped; b and c end with theirs
+            self._heavy(tree, pss=True, gpu=True)
         out: Dict[str, Any] = {
             'cpu_cores': round((ticks1 - self._ticks0) / CLOCK_TICKS / elapsed_s, 2)
             if elapsed_s > 0 else None,
@@ -901,6 +919,7 @@ class Plan:
     notes: List[str] = field(default_factory=list)
     domain_counter: int = 0
     profile_s: float = 0.0  # --profile-detector
+    samples_in_window: bool = False  # --samples-in-window
     clip_fps: float = 30.0
 
     def clip(self, camera: int) -> str:
@@ -1117,7 +1136,7 @@ def measure_point(plan: Plan, system: str, count: int) -> Dict[str, Any]:
     point: Dict[str, Any] = {'system': system, 'label': SYSTEMS[system], 'n': count,
                              'domain_id': domain, 'ok': False,
                              'offered_fps_nominal': None}
-    sampler = Sampler()
+    sampler = Sampler(heavy_in_window=plan.samples_in_window)
     running = start_system(plan, system, count, directory, env)
     try:
         ready_s = wait_ready(running, count, plan.ready_timeout_s or 60.0 + count, system)
@@ -1594,6 +1613,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "window (py-spy on PATH): <results-dir>/profiles/")
     parser.add_argument('--no-ceiling', action='store_true', help='skip the model-only '
                         'ceiling')
+    parser.add_argument('--samples-in-window', action='store_true',
+                        help='read PSS and nvidia-smi during the window too (every 5 and 2 s, '
+                             'as before 2026-12-02), not only after it')
     parser.add_argument('--results-dir', type=Path, default=REPO / 'bench' / 'results',
                         help='where e2e_<sweep>.{json,md,png} go (default bench/results)')
     parser.add_argument('--merge', action='store_true',
@@ -1652,7 +1674,8 @@ def make_plan(args: argparse.Namespace, token: str, workdir: Path) -> Plan:
                 camera_params=parse_assignments(args.camera_param, '--camera-param'),
                 frame_path=frame_path, max_n=max_n, ready_timeout_s=args.ready_timeout,
                 deadline_s=args.deadline_s, results_dir=args.results_dir, workdir=workdir,
-                token=token, notes=notes, profile_s=args.profile_detector)
+                token=token, notes=notes, profile_s=args.profile_detector,
+                samples_in_window=args.samples_in_window)
 
 
 def clip_facts(clip: str) -> Tuple[str, float]:
@@ -1699,7 +1722,8 @@ def run(args: argparse.Namespace) -> int:
                      'frame_size': size, 'clip_fps': clip_fps, 'seconds': plan.seconds,
                      'warmup_s': plan.warmup_s, 'pool_threads': POOL_THREADS,
                      'frame_path': plan.frame_path, 'detector_params': plan.detector_params,
-                     'camera_params': plan.camera_params},
+                     'camera_params': plan.camera_params,
+                     'samples_in_window': plan.samples_in_window},
         'notes': list(dict.fromkeys(base.get('notes', []) + plan.notes)),
         'calls': base.get('calls', []) + [call],
     }
