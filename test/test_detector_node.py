@@ -102,7 +102,7 @@ def test_four_cameras_one_model_in_processes(rtsp_server_factory, node_launcher,
         assert model_statuses == {'/detector: model'}
         # One model instance: the detector's model process is the only one that loaded torch.
         [model_pid] = child_pids(detector.proc.pid)
-        assert process_maps_libtorch(model_pid)
+        assert process_maps_libtorch(model_pid) and int(model['model_pid']) == model_pid
         assert not any(process_maps_libtorch(p) for p in [detector.proc.pid] + [
             p.proc.pid for p in camera_procs])
 

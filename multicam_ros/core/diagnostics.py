@@ -103,6 +103,7 @@ class ModelReport:
     # handing a batch's results over to the node (the whole loop is collect, inference, this)
     results_handover_p95_ms: Optional[float] = None
     results_handover_max_ms: Optional[float] = None
+    model_pid: Optional[int] = None  # the model's own process (for top, py-spy, nvidia-smi)
     cuda_allocated_mb: Optional[float] = None  # None off CUDA
     cuda_reserved_mb: Optional[float] = None
 

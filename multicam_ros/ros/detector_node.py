@@ -515,7 +515,7 @@ class DetectorNode(Node):
             inference_p50_ms=inference[50], inference_p95_ms=inference[95],
             inference_errors=batches['errors'], inference_max_ms=inference[100],
             results_handover_p95_ms=handover[95], results_handover_max_ms=handover[100],
-            **stats.cuda_memory_mb)
+            model_pid=info.pid, **stats.cuda_memory_mb)
         level = DiagnosticStatus.WARN if batches['errors'] else DiagnosticStatus.OK
         statuses.append(diagnostic_status(level, report_name(fqn, MODEL_SUFFIX),
                                           info.description, report))
