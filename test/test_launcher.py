@@ -5,6 +5,7 @@ import io
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import types
@@ -21,7 +22,7 @@ from multicam_ros.system.plan import Plan, node_plan
 from multicam_ros.system.supervision import CONFIG_ERROR_EXIT, DETECTOR_FAST_FAILURES_MAX, \
     PARENT_PID_ENV, RESTART_DELAY_MAX_S, RESTART_DELAY_MIN_S, STABLE_RUN_S, Action, Supervision
 from multicam_ros.system.supervisor import UNLOCKED_GRACE_S, WORKDIR_PREFIX, Child, Output, \
-    make_workdir, remove_dead_workdirs
+    claim_nodes, make_workdir, remove_dead_workdirs
 from multicam_ros.system.transport import FASTDDS_BUILTIN_TRANSPORTS_ENV, FASTDDS_PROFILE_ENV, \
     FASTRTPS_PROFILE_ENV, packaged_fastdds_profile
 from multicam_testbed.processes import alive, cmdline
@@ -595,6 +596,41 @@ def test_dead_runs_folders_are_removed_live_ones_kept(tmp_path):
     finally:
         os.close(lock)
     assert remove_dead_workdirs(str(tmp_path)) == [live]
+
+
+def test_node_names_are_claimed_by_one_run_until_it_dies(tmp_path):
+    """A run claims its node names in its ROS domain for its whole life: another run on the
+    host is told which it holds, at once, without DDS discovery; nothing of a refused claim
+    stays claimed; another domain or other names are free; a run killed with SIGKILL frees
+    them. A real process holds them, with an address prefix of this test's own."""
+    prefix = f'multicam-ros-test-{os.getpid()}-{tmp_path.name}'
+    holder = subprocess.Popen([sys.executable, '-c', (
+        'import sys, time\n'
+        'from multicam_ros.system.supervisor import claim_nodes\n'
+        f'taken, held = claim_nodes(["/cam0/camera_node", "/detector"], "7", {prefix!r})\n'
+        'print(len(taken), held, flush=True)\n'
+        'time.sleep(60)\n')], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().split() == ['2', '[]']
+        taken, held = claim_nodes(['/detector', '/cam0/camera_node', '/a/camera_node'], '7',
+                                  prefix)  # '/a/...' comes first: claimed, then let go
+        assert (taken, held) == ([], ['/cam0/camera_node', '/detector'])
+        mine, held = claim_nodes(['/a/camera_node'], '7', prefix)
+        assert len(mine) == 1 and held == []  # not kept by the refused claim above
+        other, held = claim_nodes(['/detector'], '8', prefix)
+        assert len(other) == 1 and held == []
+        long_name = '/' + 'x' * 200  # over an abstract address's length: hashed, still one
+        first, _ = claim_nodes([long_name], '7', prefix)
+        assert len(first) == 1 and claim_nodes([long_name], '7', prefix) == ([], [long_name])
+        for claim in mine + other + first:
+            claim.close()
+    finally:
+        holder.kill()
+        holder.wait(10)
+    taken, held = claim_nodes(['/cam0/camera_node', '/detector'], '7', prefix)
+    assert len(taken) == 2 and held == []
+    for claim in taken:
+        claim.close()
 
 
 def test_running_nodes_lists_the_nodes_on_the_graph(ros_context):

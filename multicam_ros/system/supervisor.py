@@ -11,8 +11,13 @@ dies, however it dies: supervision.py).
 
 The supervisor
 - refuses to start a plan whose node names are already alive on the ROS graph (another run of
-  the same configuration in the same ROS_DOMAIN_ID), naming them: exit code EXIT_RUNNING. It
-  asks through `find_running` (cli.py gives it ros/graph.py); without it, it does not check;
+  the same configuration in the same ROS_DOMAIN_ID), naming them: exit code EXIT_RUNNING. On
+  this host it knows at once: a run claims each node name in its ROS domain for its whole
+  life (`claim_nodes`: abstract Unix socket addresses, which the kernel frees when the run
+  dies, however it dies), so of two launches, even simultaneous ones, one gets the names.
+  For nodes started otherwise (another host, ros2 launch) it asks the graph through
+  `find_running` (cli.py gives it ros/graph.py, which waits for DDS discovery; without it,
+  that check is skipped);
 - cleans what killed runs left: their temporary folders (a run holds an flock on LOCK_NAME in
   its folder for its whole life, and the kernel drops it when the run dies, however it dies;
   a folder whose lock can be taken belongs to a dead run) and dead shared-memory frame
@@ -37,10 +42,12 @@ fires when the thread that started a child ends, not only the process.
 """
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -77,6 +84,7 @@ WORKDIR_NAME = re.compile(re.escape(WORKDIR_PREFIX) + r'[a-z0-9_]{8}')  # what m
 PARAMS_SUFFIX = '.params.yaml'
 LOCK_NAME = 'run.lock'  # held (flock) by the run that made the folder, for its whole life
 UNLOCKED_GRACE_S = 60.0  # a folder without its lock file yet: being made, unless this old
+CLAIM_PREFIX = 'multicam-ros'  # of the abstract socket addresses that claim node names
 # Signals that stop the system. SIGHUP (the terminal went away) is handled too: the nodes run in
 # sessions of their own, which a hang-up does not reach, so they must be stopped from here.
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -108,6 +116,44 @@ def make_workdir(parent: Optional[str] = None) -> Tuple[Path, int]:
     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.rename(making, workdir / LOCK_NAME)
     return workdir, descriptor
+
+
+def claim_nodes(fqns: Sequence[str], domain_id: str,
+                prefix: str = CLAIM_PREFIX) -> Tuple[List[socket.socket], List[str]]:
+    """Claim each node name in ROS domain `domain_id` for this run, in sorted order, stopping
+    at the first that another run on this host holds: (the claims, to be kept for the run's
+    life; the names held by others, empty when all were claimed). A claim is a Unix socket
+    bound to an abstract address (Linux): one process at a time can hold it, it leaves no file
+    behind, and the kernel frees it when the process dies, however it dies. On a refusal
+    nothing stays claimed, and the names after the first held one are tried too, so that the
+    refusal names them all. Where abstract addresses do not exist, nothing is claimed."""
+    if not sys.platform.startswith('linux'):
+        return [], []
+    domain = re.sub(r'[^0-9A-Za-z_-]', '_', domain_id)
+    claims: List[socket.socket] = []
+    held: List[str] = []
+    for fqn in sorted(set(fqns)):
+        name = f'{prefix}/d{domain}{fqn}'.encode()
+        if len(name) > 100:  # an abstract address holds 107 bytes: the long name's digest
+            name = f'{CLAIM_PREFIX}/{hashlib.sha256(name).hexdigest()}'.encode()
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(b'\0' + name)
+        except OSError as exc:
+            claim.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            held.append(fqn)
+            continue
+        if held:  # only trying, for the message
+            claim.close()
+        else:
+            claims.append(claim)
+    if held:
+        for claim in claims:
+            claim.close()
+        claims = []
+    return claims, held
 
 
 def remove_dead_workdirs(parent: Optional[str] = None) -> List[Path]:
@@ -349,8 +395,11 @@ class Supervisor:
         listener: Optional[Listener] = None
         workdir: Optional[Path] = None
         lock: Optional[int] = None
+        claims: List[socket.socket] = []
         try:
-            running = self._already_running()
+            claims, running = claim_nodes([node.fqn for node in self.plan.nodes],
+                                          os.environ.get('ROS_DOMAIN_ID', '0'))
+            running = running or self._already_running()
             if running:
                 return self._refuse(running)
             if self._stop_signal is not None:
@@ -381,6 +430,8 @@ class Supervisor:
                 shutil.rmtree(workdir, ignore_errors=True)
             if lock is not None:
                 os.close(lock)
+            for claim in claims:
+                claim.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
