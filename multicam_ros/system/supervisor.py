@@ -120,13 +120,14 @@ def make_workdir(parent: Optional[str] = None) -> Tuple[Path, int]:
 
 def claim_nodes(fqns: Sequence[str], domain_id: str,
                 prefix: str = CLAIM_PREFIX) -> Tuple[List[socket.socket], List[str]]:
-    """Claim each node name in ROS domain `domain_id` for this run, in sorted order, stopping
-    at the first that another run on this host holds: (the claims, to be kept for the run's
-    life; the names held by others, empty when all were claimed). A claim is a Unix socket
-    bound to an abstract address (Linux): one process at a time can hold it, it leaves no file
-    behind, and the kernel frees it when the process dies, however it dies. On a refusal
-    nothing stays claimed, and the names after the first held one are tried too, so that the
-    refusal names them all. Where abstract addresses do not exist, nothing is claimed."""
+    """Claim each node name in ROS domain `domain_id` for this run, in sorted order: (the
+    claims, to be kept for the run's life; the names another run on this host holds, empty
+    when all were claimed). A claim is a Unix socket bound to an abstract address (Linux): one
+    process at a time can hold it, it leaves no file behind, and the kernel frees it when the
+    process dies, however it dies. Once a name is found held, those after it are only tried
+    (bound and let go at once), so that the refusal names them all, and the claims made before
+    it are let go: a refused run keeps nothing. Where abstract addresses do not exist, nothing
+    is claimed; OSError where binding fails otherwise."""
     if not sys.platform.startswith('linux'):
         return [], []
     domain = re.sub(r'[^0-9A-Za-z_-]', '_', domain_id)
@@ -397,8 +398,7 @@ class Supervisor:
         lock: Optional[int] = None
         claims: List[socket.socket] = []
         try:
-            claims, running = claim_nodes([node.fqn for node in self.plan.nodes],
-                                          os.environ.get('ROS_DOMAIN_ID', '0'))
+            claims, running = self._claim()
             running = running or self._already_running()
             if running:
                 return self._refuse(running)
@@ -434,6 +434,15 @@ class Supervisor:
                 claim.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _claim(self) -> Tuple[List[socket.socket], List[str]]:
+        try:
+            return claim_nodes([node.fqn for node in self.plan.nodes],
+                               os.environ.get('ROS_DOMAIN_ID', '0'))
+        except OSError as exc:  # the graph check below still runs
+            say(self.output, f'warning: cannot claim the node names on this host ({exc}); '
+                'relying on the ROS graph alone to find another run of them')
+            return [], []
 
     def _already_running(self) -> List[str]:
         if self._find_running is None:
