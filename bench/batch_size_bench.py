@@ -33,6 +33,7 @@ for path in (REPO, REPO / 'bench' / 'profiling'):
         sys.path.insert(0, str(path))
 
 from infer_loop import detector_and_frames  # noqa: E402
+from jit_variants import VARIANTS, apply_variant  # noqa: E402
 
 
 def timed(detector, frames, device: str) -> float:
@@ -43,17 +44,6 @@ def timed(detector, frames, device: str) -> float:
         import torch
         torch.cuda.synchronize()
     return (time.perf_counter() - started_s) * 1e3
-
-
-VARIANTS = ('default', 'dynamic', 'no-fuser')
-
-
-def apply_variant(variant: str) -> None:
-    import torch
-    if variant == 'dynamic':
-        torch.jit.set_fusion_strategy([('DYNAMIC', 10)])
-    elif variant == 'no-fuser':
-        torch._C._jit_set_texpr_fuser_enabled(False)
 
 
 def measure(backend: str, model: str, device: str, max_batch: int, repeats: int,

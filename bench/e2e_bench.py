@@ -70,11 +70,14 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
-PROFILING_DIR = REPO / 'bench' / 'profiling'  # its sitecustomize.py: see --profile-detector
+PROFILING_DIR = REPO / 'bench' / 'profiling'  # its sitecustomize.py: --profile-detector,
+# --jit-variant
 if str(REPO) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO))
 from multicam_testbed.processes import cmdline, environ_value, other_pids, \
     stat_fields  # noqa: E402 - needs the path above
+sys.path.append(str(PROFILING_DIR))
+from jit_variants import VARIANTS as JIT_VARIANTS  # noqa: E402 - needs the path above
 
 MARKER_ENV = 'MULTICAM_E2E_TOKEN'  # every process this bench starts carries it
 PREFIX = 'E2E '  # protocol lines of the worker roles on stdout
@@ -920,6 +923,7 @@ class Plan:
     domain_counter: int = 0
     profile_s: float = 0.0  # --profile-detector
     samples_in_window: bool = False  # --samples-in-window
+    jit_variant: str = 'default'  # --jit-variant
     clip_fps: float = 30.0
 
     def clip(self, camera: int) -> str:
@@ -942,6 +946,10 @@ def child_env(plan: Plan, domain: int) -> Dict[str, str]:
     env.pop('ROS_LOCALHOST_ONLY', None)
     env[MARKER_ENV] = plan.token
     if plan.profile_s:
+        env['MULTICAM_E2E_PROFILE'] = '1'
+    if plan.jit_variant != 'default':
+        env['MULTICAM_E2E_JIT_VARIANT'] = plan.jit_variant
+    if plan.profile_s or plan.jit_variant != 'default':
         env['PYTHONPATH'] = os.pathsep.join([str(PROFILING_DIR), env['PYTHONPATH']])
     return env
 
@@ -1613,6 +1621,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "window (py-spy on PATH): <results-dir>/profiles/")
     parser.add_argument('--no-ceiling', action='store_true', help='skip the model-only '
                         'ceiling')
+    parser.add_argument('--jit-variant', choices=JIT_VARIANTS, default='default',
+                        help="TorchScript's fuser in every process that loads the model "
+                             '(bench/profiling/jit_variants.py; default: as torch has it)')
     parser.add_argument('--samples-in-window', action='store_true',
                         help='read PSS and nvidia-smi during the window too (every 5 and 2 s, '
                              'as before 2026-12-02), not only after it')
@@ -1675,7 +1686,7 @@ def make_plan(args: argparse.Namespace, token: str, workdir: Path) -> Plan:
                 frame_path=frame_path, max_n=max_n, ready_timeout_s=args.ready_timeout,
                 deadline_s=args.deadline_s, results_dir=args.results_dir, workdir=workdir,
                 token=token, notes=notes, profile_s=args.profile_detector,
-                samples_in_window=args.samples_in_window)
+                samples_in_window=args.samples_in_window, jit_variant=args.jit_variant)
 
 
 def clip_facts(clip: str) -> Tuple[str, float]:
@@ -1723,7 +1734,8 @@ def run(args: argparse.Namespace) -> int:
                      'warmup_s': plan.warmup_s, 'pool_threads': POOL_THREADS,
                      'frame_path': plan.frame_path, 'detector_params': plan.detector_params,
                      'camera_params': plan.camera_params,
-                     'samples_in_window': plan.samples_in_window},
+                     'samples_in_window': plan.samples_in_window,
+                     'jit_variant': plan.jit_variant},
         'notes': list(dict.fromkeys(base.get('notes', []) + plan.notes)),
         'calls': base.get('calls', []) + [call],
     }
