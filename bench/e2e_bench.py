@@ -833,8 +833,8 @@ class Sampler:
     def begin(self, roots: List[int]) -> None:
         """Before the window opens (the heavy figures first, so that they are read before)."""
         self._roots = roots
-        self._heavy(process_tree(roots), pss=True, gpu=True)
         tree = process_tree(roots)
+        self._heavy(tree, pss=True, gpu=True)
         self._ticks0 = cpu_ticks(tree)
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, daemon=True, name='sampler')

@@ -132,8 +132,7 @@ class ModelProcess:
                  max_pixels: int = 2**31 - 1, max_bytes: int = 2**31 - 1) -> None:
         self._spec = _Spec(model, tuple(cameras), dict(channels or {}),
                            dict(forward_channels or {}), dict(pixel_channels or {}),
-                           max_batch_size,
-                           max_pixels, max_bytes,
+                           max_batch_size, max_pixels, max_bytes,
                            logging.getLogger(_CORE_LOGGER).getEffectiveLevel())
         self._on_results = on_results
         self._on_exit = on_exit

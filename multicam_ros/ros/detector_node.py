@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, FrozenSet, NamedTuple, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -166,6 +166,7 @@ class DetectorNode(Node):
         self._model: Optional[ModelProcess] = None  # destroy_node may run before it exists
         self._cameras: Dict[str, _CameraState] = {}
         self._pixel_channels: Dict[str, str] = {}  # camera -> the model's frames for drawing
+        self._drawn: FrozenSet[str] = frozenset()  # cameras whose image_annotated is drawn now
         self._results: Optional[ResultStage] = None
         self._fatal: Optional[str] = None  # why the node must end (the model process died)
         self._stopping = threading.Event()
@@ -245,9 +246,8 @@ class DetectorNode(Node):
         self._choose_paths()
         if self._channels and s.frame_path == 'auto':
             self.create_timer(PATH_CHECK_PERIOD_S, self._choose_paths)
-        if self._pixel_channels:
-            self._write_pixels_of()
-            self.create_timer(PATH_CHECK_PERIOD_S, self._write_pixels_of)
+        self._refresh_drawn()
+        self.create_timer(PATH_CHECK_PERIOD_S, self._refresh_drawn)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -268,18 +268,18 @@ class DetectorNode(Node):
 
     def _set_annotate(self, mode: str) -> None:
         self._annotate = mode
-        if self._pixel_channels and self._model is not None:
-            self._write_pixels_of()
+        if self._model is not None:
+            self._refresh_drawn()
 
-    def _draws(self, state: _CameraState) -> bool:
-        """Whether `state`'s image_annotated is drawn now."""
-        return self._annotate == 'always' or (
-            self._annotate == 'auto' and state.annotated_pub.get_subscription_count() > 0)
-
-    def _write_pixels_of(self) -> None:
-        """Tell the model process whose frames to write for drawing: the cameras drawn now."""
-        self._model.write_pixels_of(frozenset(
-            camera for camera, state in self._cameras.items() if self._draws(state)))
+    def _refresh_drawn(self) -> None:
+        """Which cameras' image_annotated is drawn now (`annotate`, and subscribers under
+        auto), looked up here every PATH_CHECK_PERIOD_S rather than per result, and told to
+        the model process, which writes those cameras' frames for drawing."""
+        self._drawn = frozenset(
+            camera for camera, state in self._cameras.items() if self._annotate == 'always' or (
+                self._annotate == 'auto' and state.annotated_pub.get_subscription_count() > 0))
+        if self._pixel_channels:
+            self._model.write_pixels_of(self._drawn)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -324,12 +324,13 @@ class DetectorNode(Node):
         """A batch's results from the model process (its receiving thread): the frames taken
         from shared memory are counted in here (with the `skipped` ones the camera wrote since
         the last one taken), then every result goes to the result stage."""
+        now_ns = self._now_ns()  # the whole batch arrived now
         for camera, result in batch:
             state = self._cameras[camera]
             if result.shared:
                 for _ in range(result.skipped + 1):
                     state.frames_in.tick(result.received_s)
-                state.received(result.received_s, result.stamp_ns, self._now_ns())
+                state.received(result.received_s, result.stamp_ns, now_ns)
             self._results.put(camera, result, result.detections)
 
     def _now_ns(self) -> int:
@@ -420,7 +421,7 @@ class DetectorNode(Node):
         if stamp_plausible(frame.stamp_ns, now_ns):  # stamp 0 or ahead: no latency to speak of
             state.latency.add((now_ns - frame.stamp_ns) / 1e9)
         state.processed.tick()
-        pixels = self._pixels_of(camera, state, frame) if self._draws(state) else None
+        pixels = self._pixels_of(camera, state, frame) if camera in self._drawn else None
         if pixels is not None:
             ids = track_ids.tolist()
             labels = [f'#{t}' if t != NO_TRACK_ID else '' for t in ids]
@@ -555,7 +556,7 @@ OPENMP_WAIT = ('OMP_WAIT_POLICY', 'PASSIVE')
 
 
 def main(args=None) -> int:
-    os.environ.setdefault(*OPENMP_WAIT)  # before torch starts its threads (load_detector)
+    os.environ.setdefault(*OPENMP_WAIT)  # before the model process (it inherits it) starts
     use_large_frame_transport()  # it sends full-size annotated images
     return run_node(DetectorNode, 'detector_node', args)
 
